@@ -8,13 +8,38 @@ from fewshot.data import (
     load_omniglot,
     make_synthetic,
 )
+from fewshot.learners import (
+    ANIL,
+    MAML,
+    FineTune,
+    Learner,
+    MetaLearner,
+    MetaSGD,
+    ProtoNet,
+    Reptile,
+    SimpleShot,
+    episode_accuracies,
+)
+from fewshot.models import build_backbone, build_model
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ANIL",
+    "MAML",
     "Episode",
     "EpisodeSampler",
+    "FineTune",
     "ImageSet",
+    "Learner",
+    "MetaLearner",
+    "MetaSGD",
+    "ProtoNet",
+    "Reptile",
+    "SimpleShot",
+    "build_backbone",
+    "build_model",
+    "episode_accuracies",
     "load_image_folder",
     "load_omniglot",
     "make_synthetic",

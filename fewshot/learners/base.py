@@ -1,0 +1,54 @@
+"""The one interface every method implements, so evaluation treats them all alike.
+
+* :class:`Learner` (every method): ``adapt(support_x, support_y)`` returns a
+  :class:`Predictor` for that episode; ``predictor(query_x)`` gives logits.
+* :class:`MetaLearner` (MAML, Reptile, ProtoNet, ...): also ``meta_loss(batch)``, the outer
+  loss of a batch of tasks and its metrics. The training loop owns the optimizer: it
+  calls ``loss.backward()`` and ``optimizer.step()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+from fewshot.data import Episode
+
+Predictor = Callable[[torch.Tensor], torch.Tensor]
+"""Maps query images ``[M, C, H, W]`` to logits ``[M, N]``."""
+
+
+class Learner(nn.Module):
+    """A few-shot method: adapt to a labelled support set, then predict."""
+
+    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor) -> Predictor:
+        """A predictor for the episode whose support set is given (labels ``0..N-1``)."""
+        raise NotImplementedError
+
+
+class MetaLearner(Learner):
+    """A learner trained on batches of tasks."""
+
+    def meta_loss(self, batch: Episode) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Outer loss of a batch of tasks (tensors with a leading task dimension ``B``).
+
+        Returns the scalar loss to back-propagate and detached metrics (at least
+        ``"accuracy"``, the mean query accuracy of the adapted models); metrics stay
+        tensors so that no host synchronisation happens inside the step.
+        """
+        raise NotImplementedError
+
+
+def episode_accuracies(
+    learner: Learner, episodes: Iterable[Episode], device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """Query accuracy of ``learner`` on each (unbatched) episode, as a float tensor."""
+    accs = []
+    for ep in episodes:
+        ep = ep.to(device)
+        predict = learner.adapt(ep.support_x, ep.support_y)
+        with torch.no_grad():
+            accs.append((predict(ep.query_x).argmax(-1) == ep.query_y).float().mean())
+    return torch.stack(accs).cpu()

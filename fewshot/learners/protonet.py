@@ -1,0 +1,108 @@
+"""Metric-based learners: Prototypical Networks and SimpleShot nearest-centroid."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fewshot.data import Episode
+from fewshot.learners.base import Learner, MetaLearner, Predictor
+from fewshot.learners.functional import cross_entropy_and_accuracy
+
+
+def prototypes(features: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
+    """Class means ``[N, D]`` of ``[M, D]`` features with labels ``0..N-1``."""
+    sums = torch.zeros(n_way, features.shape[-1], dtype=features.dtype, device=features.device)
+    sums.index_add_(0, labels, features)
+    return sums / torch.bincount(labels, minlength=n_way).clamp(min=1).unsqueeze(1).to(features.dtype)
+
+
+@contextmanager
+def evaluating(module: nn.Module) -> Iterator[None]:
+    """Eval mode (running BatchNorm statistics) and no gradients, restoring the mode after."""
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        module.train(was_training)
+
+
+def negative_squared_distances(queries: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """Logits ``-||q - c||^2`` of ``[M, D]`` queries against ``[N, D]`` centres."""
+    return -torch.cdist(queries, centres).pow(2)
+
+
+class ProtoNet(MetaLearner):
+    """Prototypical Networks (Snell et al. 2017): class means of embeddings, squared
+    Euclidean distance. ``backbone`` is trained end to end by :meth:`meta_loss`.
+
+    Example:
+        >>> proto = ProtoNet(build_backbone("conv4"))
+        >>> loss, metrics = proto.meta_loss(sampler.batch(range(8)))
+    """
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+
+    def _logits(self, sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor, n_way: int) -> torch.Tensor:
+        feats = self.backbone(torch.cat((sx, qx)))
+        return negative_squared_distances(feats[len(sx) :], prototypes(feats[: len(sx)], sy, n_way))
+
+    def meta_loss(self, batch: Episode) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        n_way = batch.classes.shape[-1]
+        pairs = [
+            cross_entropy_and_accuracy(
+                self._logits(batch.support_x[i], batch.support_y[i], batch.query_x[i], n_way),
+                batch.query_y[i],
+            )
+            for i in range(len(batch.support_x))
+        ]
+        loss = torch.stack([p[0] for p in pairs]).mean()
+        return loss, {"loss": loss.detach(), "accuracy": torch.stack([p[1] for p in pairs]).mean()}
+
+    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor) -> Predictor:
+        """Prototypes from the support set (backbone in eval mode: running BatchNorm statistics)."""
+        with evaluating(self.backbone):
+            centres = prototypes(self.backbone(support_x), support_y, int(support_y.max()) + 1)
+
+        def predict(query_x: torch.Tensor) -> torch.Tensor:
+            with evaluating(self.backbone):
+                return negative_squared_distances(self.backbone(query_x), centres)
+
+        return predict
+
+
+class SimpleShot(Learner):
+    """SimpleShot (Wang et al. 2019): nearest centroid on frozen, centred, L2-normalised features.
+
+    Args:
+        backbone: a pretrained feature extractor (used in eval mode, never trained here).
+        feature_mean: the mean feature of the base classes, subtracted before normalising
+            ("CL2N"); when ``None``, the mean of the support features is used instead.
+    """
+
+    def __init__(self, backbone: nn.Module, feature_mean: torch.Tensor | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.register_buffer("feature_mean", feature_mean)
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        with evaluating(self.backbone):
+            return self.backbone(x)
+
+    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor) -> Predictor:
+        support = self._features(support_x)
+        mean = self.feature_mean if self.feature_mean is not None else support.mean(0)
+        centres = prototypes(F.normalize(support - mean, dim=-1), support_y, int(support_y.max()) + 1)
+
+        def predict(query_x: torch.Tensor) -> torch.Tensor:
+            return negative_squared_distances(F.normalize(self._features(query_x) - mean, dim=-1), centres)
+
+        return predict

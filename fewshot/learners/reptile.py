@@ -1,0 +1,89 @@
+"""Reptile (Nichol et al. 2018): move the initialization toward task-adapted weights.
+
+For each task of a batch, train a copy of the weights for ``inner_steps`` steps of SGD or
+Adam on the task's support set, giving ``phi_b`` (sample episodes with a larger
+``k_shot`` for more training shots, as Nichol et al. do). The Reptile update is
+``theta <- theta + epsilon * (mean_b phi_b - theta)``. :meth:`Reptile.meta_loss` returns
+the surrogate ``0.5 * ||theta - mean_b phi_b||^2``, whose gradient is exactly
+``theta - mean_b phi_b``: with plain SGD of learning rate ``epsilon`` as the outer
+optimizer, ``loss.backward(); optimizer.step()`` is the Reptile update, and any other
+outer optimizer (Adam, schedules) sees the Reptile direction as its gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from fewshot.data import Episode
+from fewshot.learners.base import MetaLearner, Predictor
+from fewshot.learners.functional import Params, cross_entropy_and_accuracy, forward, parameters
+from fewshot.models import Classifier
+
+_OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
+
+
+class Reptile(MetaLearner):
+    """Reptile with an SGD or Adam inner loop.
+
+    Args:
+        model: the classifier whose parameters are the initialization.
+        inner_lr, inner_steps, inner_optimizer: the per-task training (``"sgd"`` or ``"adam"``).
+        test_steps: inner steps used by :meth:`adapt` (default: ``inner_steps``).
+
+    Example:
+        >>> reptile = Reptile(build_model("conv4", n_way=5), inner_lr=1e-3, inner_steps=5)
+        >>> opt = torch.optim.SGD(reptile.parameters(), lr=1.0)   # lr = meta step size
+        >>> loss, metrics = reptile.meta_loss(batch); loss.backward(); opt.step()
+    """
+
+    def __init__(
+        self,
+        model: Classifier,
+        inner_lr: float = 1e-3,
+        inner_steps: int = 5,
+        inner_optimizer: str = "adam",
+        test_steps: int | None = None,
+    ):
+        super().__init__()
+        if inner_optimizer not in _OPTIMIZERS:
+            raise ValueError(f"inner_optimizer must be one of {sorted(_OPTIMIZERS)}, got {inner_optimizer!r}")
+        if inner_steps < 1:
+            raise ValueError(f"inner_steps must be >= 1, got {inner_steps}")
+        self.model = model
+        self.inner_lr, self.inner_steps, self.inner_optimizer = inner_lr, inner_steps, inner_optimizer
+        self.test_steps = inner_steps if test_steps is None else test_steps
+
+    def train_on_task(self, x: torch.Tensor, y: torch.Tensor, steps: int) -> Params:
+        """Weights after ``steps`` optimizer steps on ``(x, y)`` from the current initialization."""
+        fast = {n: p.detach().clone().requires_grad_() for n, p in parameters(self.model).items()}
+        opt = _OPTIMIZERS[self.inner_optimizer](fast.values(), lr=self.inner_lr)
+        with torch.enable_grad():
+            for _ in range(steps):
+                opt.zero_grad(set_to_none=True)
+                F.cross_entropy(forward(self.model, fast, x), y).backward()
+                opt.step()
+        return {n: p.detach() for n, p in fast.items()}
+
+    def meta_loss(self, batch: Episode) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        params = parameters(self.model)
+        target = {n: torch.zeros_like(p) for n, p in params.items()}
+        accs = []
+        for i in range(len(batch.support_x)):
+            phi = self.train_on_task(batch.support_x[i], batch.support_y[i], self.inner_steps)
+            for n in target:
+                target[n] += phi[n] / len(batch.support_x)
+            with torch.no_grad():
+                logits = forward(self.model, phi, batch.query_x[i])
+            accs.append(cross_entropy_and_accuracy(logits, batch.query_y[i])[1])
+        loss = sum(0.5 * (params[n] - target[n]).pow(2).sum() for n in params)
+        return loss, {"loss": loss.detach(), "accuracy": torch.stack(accs).mean()}
+
+    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor) -> Predictor:
+        fast = self.train_on_task(support_x, support_y, self.test_steps)
+
+        def predict(query_x: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return forward(self.model, fast, query_x)
+
+        return predict

@@ -1,0 +1,111 @@
+"""Feature extractors: Conv-4, ResNet-12 and torchvision classification networks.
+
+Every backbone maps ``[B, C, H, W]`` images to ``[B, feature_dim]`` features and exposes
+``feature_dim`` and ``blocks`` (its stages in order, so fine-tuning can freeze the first L).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    """3x3 conv, BatchNorm, ReLU, 2x2 max-pool: the unit of Conv-4 (Vinyals et al., Finn et al.)."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, padding=1),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+    )
+
+
+class Conv4(nn.Module):
+    """Four conv blocks of ``width`` filters, flattened.
+
+    28x28 Omniglot images give 64 x 1 x 1 = 64 features; 84x84 mini-ImageNet images give
+    64 x 5 x 5 = 1,600 features (the standard variants).
+    """
+
+    def __init__(self, in_channels: int = 1, width: int = 64, image_size: int = 28):
+        super().__init__()
+        self.blocks = nn.Sequential(*(conv_block(in_channels if i == 0 else width, width) for i in range(4)))
+        side = image_size
+        for _ in range(4):
+            side //= 2
+        if side < 1:
+            raise ValueError(f"Conv4 needs images of at least 16x16, got {image_size}")
+        self.feature_dim = width * side * side
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x).flatten(1)
+
+
+class ResidualBlock12(nn.Module):
+    """ResNet-12 stage: three 3x3 conv-BN layers with a 1x1 shortcut, LeakyReLU, 2x2 max-pool."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for i in range(3):
+            layers += [
+                nn.Conv2d(in_channels if i == 0 else out_channels, out_channels, 3, padding=1, bias=False)
+            ]
+            layers += [nn.BatchNorm2d(out_channels)]
+            if i < 2:
+                layers += [nn.LeakyReLU(0.1)]
+        self.body = nn.Sequential(*layers)
+        self.shortcut = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels)
+        )
+        self.out = nn.Sequential(nn.LeakyReLU(0.1), nn.MaxPool2d(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.body(x) + self.shortcut(x))
+
+
+class ResNet12(nn.Module):
+    """ResNet-12 (Oreshkin et al. 2018; Lee et al. 2019): stages of 64-160-320-640 channels,
+    global average pooling to 640 features."""
+
+    def __init__(self, in_channels: int = 3, widths: tuple[int, ...] = (64, 160, 320, 640)):
+        super().__init__()
+        chans = (in_channels, *widths)
+        self.blocks = nn.Sequential(*(ResidualBlock12(chans[i], chans[i + 1]) for i in range(len(widths))))
+        self.feature_dim = widths[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x).mean(dim=(2, 3))
+
+
+class TorchvisionBackbone(nn.Module):
+    """A torchvision classification network (``resnet18``, ...) without its classifier.
+
+    Grayscale inputs are repeated to three channels. Weights are never downloaded here:
+    load a saved torchvision ``state_dict`` with ``pretrained=<path>``.
+    """
+
+    def __init__(self, name: str, in_channels: int = 3):
+        super().__init__()
+        import torchvision
+
+        if name not in torchvision.models.list_models(module=torchvision.models):
+            raise ValueError(f"unknown torchvision model {name!r}; try resnet18, resnet34 or resnet50")
+        net = torchvision.models.get_model(name, weights=None)
+        if not hasattr(net, "fc"):
+            raise ValueError(f"torchvision model {name!r} has no `fc` classifier to replace; use a ResNet")
+        self.feature_dim = net.fc.in_features
+        net.fc = nn.Identity()
+        self.net = net
+        self.in_channels = in_channels
+
+    @property
+    def blocks(self) -> list[nn.Module]:
+        """The stem and the four residual stages, in order (not registered twice)."""
+        net = self.net
+        return [nn.Sequential(net.conv1, net.bn1), net.layer1, net.layer2, net.layer3, net.layer4]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.in_channels == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return self.net(x)

@@ -1,0 +1,252 @@
+"""Correctness of the learners: parity with learn2learn and higher, finite differences,
+vmap against loop, Reptile's formula, BatchNorm statistics, and the interface."""
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fewshot import ANIL, MAML, FineTune, MetaSGD, ProtoNet, Reptile, SimpleShot, build_model
+from fewshot.data import Episode, EpisodeSampler
+from fewshot.learners.functional import forward
+from fewshot.models import Conv4
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    l2l = pytest.importorskip("learn2learn", reason="install with scripts/install_learn2learn.sh")
+    higher = pytest.importorskip("higher")
+
+
+def _double_batch(data, tasks=1, n=5, k=1, q=3):
+    b = EpisodeSampler(data, n, k, q, seed=0).batch(range(tasks))
+    return Episode(b.support_x.double(), b.support_y, b.query_x.double(), b.query_y, b.classes)
+
+
+def _grads(model):
+    return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+
+def _rel(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+def _conv4_double():
+    torch.manual_seed(0)
+    return build_model("conv4", 5).double()
+
+
+def _ours(batch, steps, first_order, strategy="loop"):
+    model = _conv4_double()
+    loss, _ = MAML(
+        model, inner_lr=0.1, inner_steps=steps, first_order=first_order, strategy=strategy
+    ).meta_loss(batch)
+    loss.backward()
+    return _grads(model)
+
+
+def _learn2learn(batch, steps, first_order):
+    model = _conv4_double()
+    maml = l2l.algorithms.MAML(model, lr=0.1, first_order=first_order)
+    total = 0.0
+    for i in range(len(batch.support_x)):
+        learner = maml.clone()
+        for _ in range(steps):
+            learner.adapt(F.cross_entropy(learner(batch.support_x[i]), batch.support_y[i]))
+        total = total + F.cross_entropy(learner(batch.query_x[i]), batch.query_y[i])
+    (total / len(batch.support_x)).backward()
+    return _grads(model)
+
+
+def _higher(batch, steps, first_order):
+    model = _conv4_double()
+    inner = torch.optim.SGD(model.parameters(), lr=0.1)
+    for i in range(len(batch.support_x)):
+        with higher.innerloop_ctx(
+            model, inner, copy_initial_weights=False, track_higher_grads=not first_order
+        ) as (
+            fmodel,
+            diffopt,
+        ):
+            for _ in range(steps):
+                diffopt.step(F.cross_entropy(fmodel(batch.support_x[i]), batch.support_y[i]))
+            loss = F.cross_entropy(fmodel(batch.query_x[i]), batch.query_y[i]) / len(batch.support_x)
+            if first_order:  # FOMAML: the query gradient at the adapted weights, applied to the init
+                grads = torch.autograd.grad(loss, fmodel.parameters())
+                for p, g in zip(model.parameters(), grads, strict=True):
+                    p.grad = g if p.grad is None else p.grad + g
+            else:
+                loss.backward()
+    return _grads(model)
+
+
+@pytest.mark.parametrize("steps", [1, 5])
+@pytest.mark.parametrize("first_order", [False, True])
+def test_meta_gradient_equals_learn2learn_and_higher(small_synthetic, steps, first_order):
+    batch = _double_batch(small_synthetic)
+    ours = _ours(batch, steps, first_order)
+    assert _rel(ours, _learn2learn(batch, steps, first_order)) < 1e-4
+    assert _rel(ours, _higher(batch, steps, first_order)) < 1e-4
+    assert _rel(ours, _ours(batch, steps, not first_order)) > 1e-3  # the two orders differ
+
+
+@pytest.mark.parametrize("cls", [MAML, ANIL, MetaSGD])
+def test_vmap_equals_loop(small_synthetic, cls):
+    batch = _double_batch(small_synthetic, tasks=2)
+    grads = {}
+    for strategy in ("loop", "vmap"):
+        torch.manual_seed(0)
+        learner = cls(build_model("conv4", 5).double(), inner_lr=0.1, inner_steps=2, strategy=strategy)
+        loss, _ = learner.meta_loss(batch)
+        loss.backward()
+        grads[strategy] = torch.cat([p.grad.flatten() for p in learner.parameters()])
+    assert _rel(grads["vmap"], grads["loop"]) < 1e-8
+
+
+def test_second_order_term_by_finite_differences():
+    """d/dtheta of L_q(theta - a * grad L_s(theta)), against central differences."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    model.backbone = None  # not a Classifier: only MAML's functional core is exercised
+    sx, qx = torch.randn(9, 4, dtype=torch.float64), torch.randn(12, 4, dtype=torch.float64)
+    sy, qy = torch.arange(3).repeat(3), torch.arange(3).repeat(4)
+    ep = Episode(sx[None], sy[None], qx[None], qy[None], torch.arange(3)[None])
+    maml = MAML(model, inner_lr=0.5, inner_steps=2)
+    loss, _ = maml.meta_loss(ep)
+    loss.backward()
+    analytic = torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+
+    def objective(vector):
+        params, i = {}, 0
+        for n, s in zip(names, shapes, strict=True):
+            params[n] = vector[i : i + s.numel()].view(s).clone().requires_grad_()
+            i += s.numel()
+        with torch.enable_grad():
+            for _ in range(2):
+                grads = torch.autograd.grad(
+                    F.cross_entropy(forward(model, params, sx), sy), list(params.values())
+                )
+                params = {n: p - 0.5 * g for (n, p), g in zip(params.items(), grads, strict=True)}
+        return F.cross_entropy(forward(model, params, qx), qy).item()
+
+    eps = 1e-6
+    for d in range(5):
+        direction = torch.randn(flat.shape, generator=torch.Generator().manual_seed(d), dtype=torch.float64)
+        numeric = (objective(flat + eps * direction) - objective(flat - eps * direction)) / (2 * eps)
+        assert abs(numeric - float(analytic @ direction)) < 1e-6 * max(1.0, abs(numeric))
+    # and the first-order approximation is measurably different, so the test can fail
+    model.zero_grad()
+    MAML(model, inner_lr=0.5, inner_steps=2, first_order=True).meta_loss(ep)[0].backward()
+    fo = torch.cat([p.grad.flatten() for p in model.parameters()])
+    assert _rel(fo, analytic) > 1e-3
+
+
+def test_reptile_update_equals_its_formula(small_synthetic):
+    torch.manual_seed(0)
+    model = build_model("conv4", 5)
+    reptile = Reptile(model, inner_lr=0.05, inner_steps=3, inner_optimizer="sgd")
+    batch = EpisodeSampler(small_synthetic, 5, 2, 2, seed=0).batch(range(3))
+    theta = {n: p.detach().clone() for n, p in model.named_parameters()}
+    phis = []
+    for i in range(3):  # the task training, done by hand with an ordinary module
+        net = build_model("conv4", 5)
+        net.load_state_dict(model.state_dict())
+        opt = torch.optim.SGD(net.parameters(), lr=0.05)
+        for _ in range(3):
+            opt.zero_grad()
+            with torch.no_grad():
+                for m in net.modules():
+                    if isinstance(m, nn.BatchNorm2d):
+                        m.track_running_stats = False
+            F.cross_entropy(net(batch.support_x[i]), batch.support_y[i]).backward()
+            opt.step()
+        phis.append({n: p.detach() for n, p in net.named_parameters()})
+    outer = torch.optim.SGD(model.parameters(), lr=0.7)
+    loss, _ = reptile.meta_loss(batch)
+    loss.backward()
+    outer.step()
+    for n, p in model.named_parameters():
+        expected = theta[n] + 0.7 * (sum(phi[n] for phi in phis) / 3 - theta[n])
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_inner_steps_never_touch_running_statistics(small_synthetic):
+    model = build_model("conv4", 5)
+    before = {n: b.clone() for n, b in model.named_buffers()}
+    batch = EpisodeSampler(small_synthetic, 5, 1, 3, seed=0).batch(range(2))
+    for learner in (MAML(model, inner_steps=2), ANIL(model), Reptile(model, inner_steps=2)):
+        learner.meta_loss(batch)[0].backward()
+        learner.adapt(batch.support_x[0], batch.support_y[0])(batch.query_x[0])
+    for n, b in model.named_buffers():
+        assert torch.equal(b, before[n]), n
+    assert model.training  # modes are restored too
+
+
+def test_adapt_does_not_change_the_initialization(small_synthetic):
+    model = build_model("conv4", 5)
+    init = {n: p.detach().clone() for n, p in model.named_parameters()}
+    ep = EpisodeSampler(small_synthetic, 5, 1, 3, seed=0).episode(0)
+    backbone_only = model.backbone
+    for learner in (MAML(model, test_steps=3), MetaSGD(model), Reptile(model, inner_steps=2)):
+        logits = learner.adapt(ep.support_x, ep.support_y)(ep.query_x)
+        assert logits.shape == (15, 5)
+    for mode in ("linear", "partial", "full"):
+        ft = FineTune(backbone_only, mode=mode, freeze_blocks=2, epochs=2)
+        assert ft.adapt(ep.support_x, ep.support_y)(ep.query_x).shape == (15, 5)
+    assert SimpleShot(backbone_only).adapt(ep.support_x, ep.support_y)(ep.query_x).shape == (15, 5)
+    assert ProtoNet(backbone_only).adapt(ep.support_x, ep.support_y)(ep.query_x).shape == (15, 5)
+    for n, p in model.named_parameters():
+        assert torch.equal(p, init[n]), n
+
+
+def test_finetune_is_repeatable_and_respects_freezing(small_synthetic):
+    torch.manual_seed(0)
+    backbone = Conv4(1)
+    ep = EpisodeSampler(small_synthetic, 5, 1, 3, seed=0).episode(0)
+    a = FineTune(backbone, mode="partial", freeze_blocks=3, epochs=3).adapt(ep.support_x, ep.support_y)
+    b = FineTune(backbone, mode="partial", freeze_blocks=3, epochs=3).adapt(ep.support_x, ep.support_y)
+    assert torch.equal(a(ep.query_x), b(ep.query_x))
+    with pytest.raises(ValueError, match="freeze_blocks must be in 1..4"):
+        FineTune(backbone, mode="partial", freeze_blocks=7)
+    with pytest.raises(ValueError, match="mode must be"):
+        FineTune(backbone, mode="half")
+
+
+def test_pretrained_backbone_loading(tmp_path):
+    torch.manual_seed(0)
+    source = build_model("conv4", 64)
+    torch.save({"model": source.state_dict()}, tmp_path / "pre.pt")
+    loaded = build_model("conv4", 5, pretrained=tmp_path / "pre.pt")
+    for (n, p), q in zip(
+        source.backbone.state_dict().items(), loaded.backbone.state_dict().values(), strict=True
+    ):
+        assert torch.equal(p, q), n
+    assert loaded.head.out_features == 5
+    torch.save(build_model("conv4", 5, in_channels=3).state_dict(), tmp_path / "rgb.pt")
+    with pytest.raises(
+        ValueError, match=r"blocks\.0\.0\.weight: checkpoint \(64, 3, 3, 3\) vs model \(64, 1, 3, 3\)"
+    ):
+        build_model("conv4", 5, pretrained=tmp_path / "rgb.pt")
+    torch.save({"model": build_model("resnet12", 5).state_dict()}, tmp_path / "r12.pt")
+    with pytest.raises(ValueError, match="missing keys"):
+        build_model("conv4", 5, pretrained=tmp_path / "r12.pt")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        build_model("conv4", 5, pretrained=tmp_path / "none.pt")
+    with pytest.raises(ValueError, match="unknown backbone"):
+        build_model("vgg", 5)
+
+
+def test_torchvision_backbone_takes_a_saved_state_dict(tmp_path):
+    import torchvision
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(weights=None)
+    torch.save(net.state_dict(), tmp_path / "resnet18.pt")
+    model = build_model("resnet18", 5, in_channels=3, pretrained=tmp_path / "resnet18.pt")
+    assert torch.equal(model.backbone.net.conv1.weight, net.conv1.weight)
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 5)
