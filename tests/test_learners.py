@@ -250,3 +250,32 @@ def test_torchvision_backbone_takes_a_saved_state_dict(tmp_path):
     model = build_model("resnet18", 5, in_channels=3, pretrained=tmp_path / "resnet18.pt")
     assert torch.equal(model.backbone.net.conv1.weight, net.conv1.weight)
     assert model(torch.rand(2, 3, 32, 32)).shape == (2, 5)
+
+
+@pytest.mark.parametrize("cls", [MAML, ANIL, MetaSGD])
+def test_meta_backward_equals_meta_loss_backward(small_synthetic, cls):
+    batch = _double_batch(small_synthetic, tasks=3)
+    grads = []
+    for use_loss in (True, False):
+        torch.manual_seed(0)
+        learner = cls(build_model("conv4", 5).double(), inner_lr=0.1, inner_steps=2)
+        if use_loss:
+            loss, metrics = learner.meta_loss(batch)
+            loss.backward()
+        else:
+            metrics = learner.meta_backward(batch)
+        grads.append((torch.cat([p.grad.flatten() for p in learner.parameters()]), metrics))
+    assert _rel(grads[1][0], grads[0][0]) < 1e-10
+    assert torch.allclose(grads[1][1]["loss"], grads[0][1]["loss"])
+    assert torch.equal(grads[1][1]["accuracy"], grads[0][1]["accuracy"])
+
+
+def test_channels_last_changes_no_value(small_synthetic):
+    batch = _double_batch(small_synthetic, tasks=2)
+    grads = []
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        learner = MAML(build_model("conv4", 5).double(), inner_lr=0.1, channels_last=channels_last)
+        learner.meta_backward(batch)
+        grads.append(torch.cat([p.grad.flatten() for p in learner.parameters()]))
+    assert _rel(grads[1], grads[0]) < 1e-10

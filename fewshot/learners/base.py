@@ -3,8 +3,9 @@
 * :class:`Learner` (every method): ``adapt(support_x, support_y)`` returns a
   :class:`Predictor` for that episode; ``predictor(query_x)`` gives logits.
 * :class:`MetaLearner` (MAML, Reptile, ProtoNet, ...): also ``meta_loss(batch)``, the outer
-  loss of a batch of tasks and its metrics. The training loop owns the optimizer: it
-  calls ``loss.backward()`` and ``optimizer.step()``.
+  loss of a batch of tasks and its metrics, and ``meta_backward(batch)``, which
+  accumulates the same gradients into ``.grad`` with less memory. The training loop owns
+  the optimizer: ``zero_grad()``, ``meta_backward(batch)``, ``step()``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,16 @@ class MetaLearner(Learner):
         tensors so that no host synchronisation happens inside the step.
         """
         raise NotImplementedError
+
+    def meta_backward(self, batch: Episode) -> dict[str, torch.Tensor]:
+        """Accumulate the gradient of :meth:`meta_loss` into ``.grad``; return its metrics.
+
+        Learners override this to back-propagate task by task, so that only one task's
+        graph is alive at a time; the gradients are the same.
+        """
+        loss, metrics = self.meta_loss(batch)
+        loss.backward()
+        return metrics
 
 
 def episode_accuracies(

@@ -42,6 +42,7 @@ class MAML(MetaLearner):
         test_steps, test_lr: inner loop used by :meth:`adapt` (default: as in training).
         strategy: ``"loop"`` over tasks, ``"vmap"`` over tasks, or ``"auto"`` (vmap on
             CUDA, loop on CPU). Both give the same numbers.
+        channels_last: run CPU convolutions on channels-last images (same values, faster).
 
     Example:
         >>> maml = MAML(build_model("conv4", n_way=5), inner_lr=0.4, inner_steps=1)
@@ -61,6 +62,7 @@ class MAML(MetaLearner):
         test_steps: int | None = None,
         test_lr: float | None = None,
         strategy: str = "auto",
+        channels_last: bool = True,
     ):
         super().__init__()
         if strategy not in ("auto", "loop", "vmap"):
@@ -71,7 +73,7 @@ class MAML(MetaLearner):
         self.inner_lr, self.inner_steps, self.first_order = inner_lr, inner_steps, first_order
         self.test_steps = inner_steps if test_steps is None else test_steps
         self.test_lr = inner_lr if test_lr is None else test_lr
-        self.strategy = strategy
+        self.strategy, self.channels_last = strategy, channels_last
         self._in_vmap = False  # set while a batch of tasks runs under torch.vmap
 
     # -- what the variants override -------------------------------------------------
@@ -105,9 +107,20 @@ class MAML(MetaLearner):
 
         return gradient_steps(support_loss, params, self._adapted_names(params), steps, lr, first_order)
 
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        """Images in channels-last memory order where that is faster (4-D CPU tensors).
+
+        Only the memory layout changes, not a value: oneDNN's CPU convolutions run about
+        1.2x faster on it (benchmarks/meta_step.py), the backward passes included.
+        """
+        if self.channels_last and x.dim() == 4 and x.device.type == "cpu" and not self._in_vmap:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
     def _task_loss(
         self, params: Params, sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor, qy: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        sx, qx = self._layout(sx), self._layout(qx)
         fast = self._adapt_params(params, sx, sy, self.inner_steps, self._lr, self.first_order)
         return cross_entropy_and_accuracy(self._classify(fast, self._embed(fast, qx)), qy)
 
@@ -131,16 +144,37 @@ class MAML(MetaLearner):
         loss = losses.mean()
         return loss, {"loss": loss.detach(), "accuracy": accs.mean()}
 
+    def meta_backward(self, batch: Episode) -> dict[str, torch.Tensor]:
+        """Back-propagate each task's share of the outer loss as soon as it is computed.
+
+        Peak memory is one task's graph instead of the whole meta-batch's (the loop
+        strategy); under vmap the batch is one graph anyway.
+        """
+        if self._use_vmap():
+            return super().meta_backward(batch)
+        params = parameters(self.model)
+        b = len(batch.support_x)
+        losses, accs = [], []
+        for i in range(b):
+            loss, acc = self._task_loss(
+                params, batch.support_x[i], batch.support_y[i], batch.query_x[i], batch.query_y[i]
+            )
+            (loss / b).backward()
+            losses.append(loss.detach())
+            accs.append(acc)
+        return {"loss": torch.stack(losses).mean(), "accuracy": torch.stack(accs).mean()}
+
     def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor) -> Predictor:
         """Fine-tune a copy of the initialization on the support set (``test_steps`` steps)."""
         params = {n: p.detach() for n, p in parameters(self.model).items()}
+        support_x = self._layout(support_x)
         with torch.enable_grad():
             fast = self._adapt_params(params, support_x, support_y, self.test_steps, self.test_lr, True)
         fast = {n: p.detach() for n, p in fast.items()}
 
         def predict(query_x: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
-                return self._classify(fast, self._embed(fast, query_x))
+                return self._classify(fast, self._embed(fast, self._layout(query_x)))
 
         return predict
 
