@@ -9,6 +9,7 @@ re-estimate them.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fewshot.learners.base import Learner, Predictor
+from fewshot.learners.functional import batch_statistics
 
 
 class CosineHead(nn.Module):
@@ -41,6 +43,9 @@ class FineTune(Learner):
         head: ``"linear"`` or ``"cosine"``.
         lr, momentum, weight_decay, epochs, batch_size: the SGD schedule.
         backbone_lr: learning rate of unfrozen backbone layers (default ``lr``).
+        batch_norm: ``"running"`` keeps a pretrained backbone's running statistics;
+            ``"batch"`` normalises with each batch's statistics (as MAML does), the right
+            choice for a backbone that was never trained, whose running statistics are void.
         seed: seeds the head initialisation and batch order, so results repeat.
     """
 
@@ -56,11 +61,14 @@ class FineTune(Learner):
         epochs: int = 100,
         batch_size: int = 4,
         backbone_lr: float | None = None,
+        batch_norm: str = "running",
         seed: int = 0,
     ):
         super().__init__()
         if mode not in ("linear", "partial", "full"):
             raise ValueError(f"mode must be 'linear', 'partial' or 'full', got {mode!r}")
+        if batch_norm not in ("running", "batch"):
+            raise ValueError(f"batch_norm must be 'running' or 'batch', got {batch_norm!r}")
         if head not in ("linear", "cosine"):
             raise ValueError(f"head must be 'linear' or 'cosine', got {head!r}")
         n_blocks = len(getattr(backbone, "blocks", []))
@@ -70,6 +78,7 @@ class FineTune(Learner):
         self.mode, self.freeze_blocks, self.head_kind = mode, freeze_blocks, head
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self.epochs, self.batch_size, self.seed = epochs, batch_size, seed
+        self.batch_norm = batch_norm
         self.backbone_lr = lr if backbone_lr is None else backbone_lr
 
     def _new_head(self, n_way: int, device: torch.device) -> nn.Module:
@@ -85,7 +94,8 @@ class FineTune(Learner):
         head = self._new_head(n_way, support_x.device)
         torch.random.set_rng_state(torch_state)
         backbone = self.backbone if self.mode == "linear" else copy.deepcopy(self.backbone)
-        backbone.eval()  # running BatchNorm statistics, also while fine-tuning
+        backbone.eval()  # running BatchNorm statistics, also while fine-tuning, unless:
+        norms = batch_statistics(backbone) if self.batch_norm == "batch" else contextlib.nullcontext()
         groups = [{"params": head.parameters(), "lr": self.lr}]
         if self.mode == "linear":
             with torch.no_grad():
@@ -101,7 +111,7 @@ class FineTune(Learner):
             inputs, encode = support_x, backbone
         opt = torch.optim.SGD(groups, momentum=self.momentum, weight_decay=self.weight_decay)
         n = len(support_y)
-        with torch.enable_grad():
+        with torch.enable_grad(), norms:
             for _ in range(self.epochs):
                 order = torch.randperm(n, generator=g).to(support_x.device)
                 for i in range(math.ceil(n / self.batch_size)):
@@ -111,7 +121,8 @@ class FineTune(Learner):
                     opt.step()
 
         def predict(query_x: torch.Tensor) -> torch.Tensor:
-            with torch.no_grad():
+            norms = batch_statistics(backbone) if self.batch_norm == "batch" else contextlib.nullcontext()
+            with torch.no_grad(), norms:
                 return head(backbone(query_x))
 
         return predict

@@ -43,7 +43,8 @@ def build_backbone(name: str, in_channels: int = 1, image_size: int = 28) -> nn.
 def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     """Load backbone weights from a checkpoint, never unpickling code.
 
-    Accepts this project's checkpoints (``{"model": state_dict}`` with ``backbone.*`` keys),
+    Accepts this project's checkpoints (``{"model": state_dict}`` whose keys contain
+    ``backbone.``: pretrain, ProtoNet and meta-learner runs alike),
     a bare backbone ``state_dict``, or a torchvision ``state_dict`` (its ``fc.*`` is ignored).
     Missing or unexpected keys and shape mismatches raise an error that lists them.
     """
@@ -53,8 +54,8 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
-    if any(k.startswith("backbone.") for k in state):
-        state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
+    if any("backbone." in k for k in state):  # a pretrain, ProtoNet or meta-learner run
+        state = {k.split("backbone.", 1)[1]: v for k, v in state.items() if "backbone." in k}
     if isinstance(backbone, TorchvisionBackbone) and not any(k.startswith("net.") for k in state):
         state = {f"net.{k}": v for k, v in state.items() if not k.startswith("fc.")}
     own = backbone.state_dict()

@@ -1,0 +1,234 @@
+"""Typed configuration: dataclass schemas, YAML files in ``configs/``, ``key=value`` overrides.
+
+A run is configured in layers, each merged over the last (torchtune/Hydra style):
+
+1. the schema defaults below (:class:`Config`);
+2. the config groups chosen by the learner's YAML ``defaults`` list, e.g.
+   ``configs/data/synthetic.yaml`` and ``configs/model/conv4.yaml``, or by a command-line
+   choice such as ``data=omniglot``;
+3. the learner's own YAML, ``configs/<learner>.yaml``;
+4. command-line overrides such as ``task.n_way=20 inner.steps=5``.
+
+The schema is in struct mode: an unknown key or a value of the wrong type is an error
+that names the key and suggests the closest valid one.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+LEARNERS = ("maml", "fomaml", "metasgd", "anil", "reptile", "protonet", "pretrain")
+
+
+@dataclass
+class SplitConfig:
+    by: str = "group"  # "group" keeps whole alphabets together; "class" splits characters
+    sizes: dict[str, float] = field(default_factory=lambda: {"base": 0.7, "val": 0.1, "novel": 0.2})
+    seed: int = 0
+    manifest: str | None = None  # a saved split manifest to use instead
+
+
+@dataclass
+class DataConfig:
+    source: str = "synthetic"  # synthetic | omniglot | folder
+    root: str | None = None  # zip(s) or folder; comma-separated for several
+    image_size: int = 28
+    channels: int = 1
+    num_classes: int = 1200  # synthetic only
+    samples_per_class: int = 20  # synthetic only
+    seed: int = 0  # synthetic only
+    rotations: bool = False  # 90/180/270-degree copies of base classes as new classes
+    on_error: str = "raise"  # folder: "skip" leaves unreadable images out with a warning
+    split: SplitConfig = field(default_factory=SplitConfig)
+
+
+@dataclass
+class TaskConfig:
+    n_way: int = 5
+    k_shot: int = 1
+    q_query: int = 15
+    meta_batch: int = 16
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "conv4"
+    pretrained: str | None = None  # checkpoint of a pretrain run, or a torchvision state_dict
+
+
+@dataclass
+class InnerConfig:
+    lr: float = 0.4
+    steps: int = 1
+    first_order: bool = False
+    test_lr: float | None = None  # default: lr
+    test_steps: int | None = None  # default: steps
+    optimizer: str = "sgd"  # reptile: sgd | adam
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"  # adam | sgd
+    lr: float = 1e-3
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # constant | cosine
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    seed: int = 0
+    device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:1 ...
+    bf16: bool = False  # bf16 autocast on CUDA
+    batch_size: int = 64  # pretrain: images per step
+    log_every: int = 10
+    val_every: int = 200
+    val_episodes: int = 100
+    checkpoint_every: int | None = None  # default: val_every
+    out_dir: str = "runs"
+    name: str | None = None  # default: the learner's name
+    resume: str | None = None  # a run directory to continue
+    quiet: bool = False  # no progress bar; one log line per log_every steps
+
+
+@dataclass
+class SummaryConfig:
+    """The closing meta-test: trained initialization against fine-tuning from scratch."""
+
+    episodes: int = 200
+    n_way: int = 5
+    k_shot: int = 1
+    q_query: int = 15
+    seed: int = 1000
+    finetune_epochs: int = 20
+
+
+@dataclass
+class Config:
+    learner: str = "maml"
+    data: DataConfig = field(default_factory=DataConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    inner: InnerConfig = field(default_factory=InnerConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    summary: SummaryConfig = field(default_factory=SummaryConfig)
+
+
+class ConfigError(ValueError):
+    """A configuration problem, explained for the person who typed it."""
+
+
+def groups(config_dir: Path = CONFIG_DIR) -> dict[str, list[str]]:
+    """Config groups and their choices: ``{"data": ["folder", "omniglot", "synthetic"], ...}``."""
+    return {
+        d.name: sorted(p.stem for p in d.glob("*.yaml")) for d in sorted(config_dir.iterdir()) if d.is_dir()
+    }
+
+
+def _all_keys(node: Any, prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in node.items():
+        keys.append(f"{prefix}{k}")
+        if isinstance(v, DictConfig):
+            keys += _all_keys(v, f"{prefix}{k}.")
+    return keys
+
+
+def _explain(err: OmegaConfBaseException, schema: DictConfig, where: str) -> ConfigError:
+    key = getattr(err, "full_key", None) or ""
+    if isinstance(err, ConfigKeyError | ConfigAttributeError):
+        close = difflib.get_close_matches(key, _all_keys(schema), n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else "; see --print-config for the valid keys"
+        return ConfigError(f"unknown config key {key!r} in {where}{hint}")
+    if isinstance(err, ValidationError):
+        msg = str(err).splitlines()[0]
+        return ConfigError(f"bad value for {key!r} in {where}: {msg}")
+    return ConfigError(f"{where}: {err}")
+
+
+def _merge(cfg: DictConfig, other: Any, schema: DictConfig, where: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(cfg, other)
+    except OmegaConfBaseException as err:
+        raise _explain(err, schema, where) from None
+
+
+def load_config(
+    learner: str, overrides: list[str] | tuple[str, ...] = (), config_dir: Path = CONFIG_DIR
+) -> DictConfig:
+    """The resolved configuration of ``learner`` with command-line ``overrides`` applied."""
+    if learner not in LEARNERS:
+        close = difflib.get_close_matches(learner, LEARNERS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"unknown learner {learner!r}{hint}; choose one of {', '.join(LEARNERS)}")
+    schema = OmegaConf.structured(Config)
+    OmegaConf.set_struct(schema, True)
+    own = OmegaConf.load(config_dir / f"{learner}.yaml")
+    chosen: dict[str, str] = {}
+    for entry in own.pop("defaults", []) or []:
+        chosen.update(dict(entry))
+    available = groups(config_dir)
+    dotlist = []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. task.n_way=20)")
+        key, value = item.split("=", 1)
+        if key in available:
+            chosen[key] = value
+        else:
+            dotlist.append(item)
+    cfg = schema
+    for group, name in chosen.items():
+        if name not in available.get(group, []):
+            options = ", ".join(available.get(group, [])) or "none"
+            raise ConfigError(f"no config {group}={name!r}; {group} can be: {options}")
+        cfg = _merge(
+            cfg, {group: OmegaConf.load(config_dir / group / f"{name}.yaml")}, schema, f"{group}/{name}.yaml"
+        )
+    cfg = _merge(cfg, own, schema, f"{learner}.yaml")
+    cfg = _merge(cfg, {"learner": learner}, schema, "the command line")
+    cfg = _merge(cfg, OmegaConf.from_dotlist(dotlist), schema, "the command line")
+    _check(cfg)
+    return cfg
+
+
+_CHOICES = {
+    "data.source": ("synthetic", "omniglot", "folder"),
+    "data.split.by": ("group", "class"),
+    "data.on_error": ("raise", "skip"),
+    "inner.optimizer": ("sgd", "adam"),
+    "optim.name": ("adam", "sgd"),
+    "optim.schedule": ("constant", "cosine"),
+}
+
+
+def _check(cfg: DictConfig) -> None:
+    """Values a type cannot check, caught before a run writes anything."""
+    for key, options in _CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in options:
+            raise ConfigError(f"{key}={value!r} is not one of: {', '.join(options)}")
+    if cfg.data.source != "synthetic" and not cfg.data.root:
+        raise ConfigError(f"data.root is required for data={cfg.data.source} (data.root=<path>)")
+    for key in (
+        "task.n_way",
+        "task.k_shot",
+        "task.meta_batch",
+        "inner.steps",
+        "train.steps",
+        "train.log_every",
+        "train.val_every",
+        "train.val_episodes",
+        "train.batch_size",
+    ):
+        if OmegaConf.select(cfg, key) < 1:
+            raise ConfigError(f"{key} must be >= 1, got {OmegaConf.select(cfg, key)}")

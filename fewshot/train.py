@@ -1,0 +1,381 @@
+"""Training recipe: ``python -m fewshot.train <learner> [group=choice ...] [key=value ...]``.
+
+Read top to bottom: resolve the config, load and split the data, build the learner and
+its optimizer, resume if asked, then loop over steps (one meta-batch each), validating on
+fixed held-out episodes and writing checkpoints atomically; finish with a meta-test
+summary on the novel classes. ``pretrain`` runs the same loop with ordinary
+cross-entropy on batches of base-class images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from fewshot.config import CONFIG_DIR, LEARNERS, ConfigError, groups, load_config
+from fewshot.data import (
+    EpisodeSampler,
+    ImageSet,
+    apply_split,
+    episode_seed,
+    load_image_folder,
+    load_manifest,
+    load_omniglot,
+    make_split,
+    make_synthetic,
+    save_manifest,
+)
+from fewshot.io import atomic_write, atomic_write_text
+from fewshot.learners import (
+    ANIL,
+    MAML,
+    FineTune,
+    MetaLearner,
+    MetaSGD,
+    ProtoNet,
+    Reptile,
+    SimpleShot,
+    episode_accuracies,
+)
+from fewshot.models import build_backbone, build_model
+from fewshot.stats import MeanCI, mean_ci
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (a non-finite loss, a run directory that does not fit)."""
+
+
+# -- data ------------------------------------------------------------------------------
+def load_dataset(data: DictConfig) -> ImageSet:
+    """The whole image set named by the ``data`` config group."""
+    if data.source == "synthetic":
+        return make_synthetic(data.num_classes, data.samples_per_class, data.image_size, data.seed)
+    if data.root is None:
+        raise ConfigError(f"data.root is required for data.source={data.source} (data.root=<path>)")
+    if data.source == "omniglot":
+        return load_omniglot(*data.root.split(","), image_size=data.image_size)
+    if data.source == "folder":
+        return load_image_folder(data.root, data.image_size, data.channels, data.on_error)
+    raise ConfigError(f"unknown data.source {data.source!r}; choose synthetic, omniglot or folder")
+
+
+def load_splits(data: DictConfig, run_dir: Path) -> dict[str, ImageSet]:
+    """Base / val / novel image sets; the manifest used is saved in the run directory."""
+    dataset = load_dataset(data)
+    if data.split.manifest:
+        manifest = load_manifest(data.split.manifest)
+    else:
+        sizes = {k: float(v) if isinstance(v, float) else int(v) for k, v in data.split.sizes.items()}
+        manifest = make_split(dataset, sizes, by=data.split.by, seed=data.split.seed)
+    save_manifest(manifest, run_dir / "split.json")
+    splits = apply_split(dataset, manifest)
+    for name in ("base", "val", "novel"):
+        if name not in splits:
+            raise ConfigError(f"the split needs a {name!r} part; data.split.sizes has {list(splits)}")
+    if data.rotations:
+        splits["base"] = splits["base"].with_rotations()
+    return splits
+
+
+# -- learner and optimizer -------------------------------------------------------------
+def build_learner(cfg: DictConfig, channels: int, image_size: int, n_base: int) -> torch.nn.Module:
+    """The learner named by ``cfg.learner``; ``pretrain`` gets a classifier over base classes."""
+    m, inner = cfg.model, cfg.inner
+    if cfg.learner == "pretrain":
+        return build_model(m.backbone, n_base, channels, image_size, m.pretrained)
+    if cfg.learner == "protonet":
+        backbone = build_backbone(m.backbone, channels, image_size)
+        if m.pretrained:
+            from fewshot.models import load_backbone_weights
+
+            load_backbone_weights(backbone, m.pretrained)
+        return ProtoNet(backbone)
+    model = build_model(m.backbone, cfg.task.n_way, channels, image_size, m.pretrained)
+    if cfg.learner == "reptile":
+        return Reptile(model, inner.lr, inner.steps, inner.optimizer, inner.test_steps)
+    kinds = {"maml": MAML, "fomaml": MAML, "metasgd": MetaSGD, "anil": ANIL}
+    first_order = inner.first_order or cfg.learner == "fomaml"
+    return kinds[cfg.learner](
+        model,
+        inner.lr,
+        inner_steps=inner.steps,
+        first_order=first_order,
+        test_steps=inner.test_steps,
+        test_lr=inner.test_lr,
+    )
+
+
+def build_optimizer(optim: DictConfig, params, steps: int):
+    if optim.name == "adam":
+        opt = torch.optim.Adam(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    elif optim.name == "sgd":
+        opt = torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
+    else:
+        raise ConfigError(f"unknown optim.name {optim.name!r}; choose adam or sgd")
+    if optim.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    elif optim.schedule == "constant":
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    else:
+        raise ConfigError(f"unknown optim.schedule {optim.schedule!r}; choose constant or cosine")
+    return opt, sched
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name} but CUDA is not available; use train.device=cpu")
+    return device
+
+
+# -- checkpoints -----------------------------------------------------------------------
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write atomically: a crash mid-write leaves the previous checkpoint in place."""
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint without unpickling code (``weights_only=True``)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} not found")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def new_run_dir(cfg: DictConfig) -> Path:
+    """``out_dir/name``, or ``name-2``, ``name-3``, ... if taken: never overwrite a run."""
+    base = Path(cfg.train.out_dir) / (cfg.train.name or cfg.learner)
+    run, i = base, 1
+    while run.exists():
+        i += 1
+        run = base.with_name(f"{base.name}-{i}")
+    run.mkdir(parents=True)
+    return run
+
+
+def tensorboard_writer(run_dir: Path):
+    """A TensorBoard writer for the run directory when tensorboard is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+# -- one step of each kind -------------------------------------------------------------
+def pretrain_step(model, base: ImageSet, step: int, cfg: DictConfig, device) -> dict[str, torch.Tensor]:
+    """Cross-entropy on a batch of base images; the batch is a pure function of (seed, step)."""
+    g = torch.Generator().manual_seed(episode_seed(cfg.train.seed, step))
+    rows = torch.randint(0, len(base.images), (cfg.train.batch_size,), generator=g)
+    labels = torch.searchsorted(base.offsets, rows, right=True) - 1
+    x = base.images.index_select(0, rows).to(device, torch.float32).div_(255)
+    logits = model(x)
+    loss = F.cross_entropy(logits, labels.to(device))
+    loss.backward()
+    return {"loss": loss.detach(), "accuracy": (logits.argmax(1) == labels.to(device)).float().mean()}
+
+
+def validate(learner, sampler: EpisodeSampler, episodes: int, device, pretrain: bool) -> MeanCI:
+    """Mean accuracy with 95% CI on the fixed validation episodes."""
+    evaluated = SimpleShot(learner.backbone) if pretrain else learner
+    return mean_ci(episode_accuracies(evaluated, sampler.episodes(episodes), device))
+
+
+# -- the run ---------------------------------------------------------------------------
+def train(cfg: DictConfig) -> Path:
+    """Run (or resume) training as configured; return the run directory."""
+    resuming = cfg.train.resume is not None
+    if resuming:
+        run_dir = Path(cfg.train.resume)
+        ckpt = load_checkpoint(run_dir / "last.pt")
+        saved = OmegaConf.create(ckpt["config"])
+        saved.train.steps, saved.train.quiet = cfg.train.steps, cfg.train.quiet
+        cfg = saved
+    else:
+        run_dir = new_run_dir(cfg)
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+    device = resolve_device(cfg.train.device)
+    torch.manual_seed(cfg.train.seed)
+    pretrain = cfg.learner == "pretrain"
+
+    splits = load_splits(cfg.data, run_dir)
+    channels, size = splits["base"].image_shape[0], splits["base"].image_shape[1]
+    learner = build_learner(cfg, channels, size, splits["base"].num_classes).to(device)
+    opt, sched = build_optimizer(cfg.optim, learner.parameters(), cfg.train.steps)
+    task = cfg.task
+    train_sampler = (
+        None
+        if pretrain
+        else EpisodeSampler(splits["base"], task.n_way, task.k_shot, task.q_query, seed=cfg.train.seed)
+    )
+    val_sampler = EpisodeSampler(
+        splits["val"], task.n_way, task.k_shot, max(task.q_query, 1), seed=cfg.train.seed + 1
+    )
+
+    start, best = 0, -1.0
+    if resuming:
+        learner.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        torch.set_rng_state(ckpt["rng"])
+        start, best = ckpt["step"], ckpt["best"]
+
+    def checkpoint(step: int, name: str) -> None:
+        save_checkpoint(
+            run_dir / name,
+            {
+                "model": learner.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "rng": torch.get_rng_state(),
+                "step": step,
+                "best": best,
+                "config": OmegaConf.to_container(cfg, resolve=True),
+            },
+        )
+
+    log = (run_dir / "metrics.jsonl").open("a")
+    board = tensorboard_writer(run_dir)
+    every = cfg.train.checkpoint_every or cfg.train.val_every
+    bar = tqdm(
+        total=cfg.train.steps,
+        initial=start,
+        disable=cfg.train.quiet,
+        desc=f"{cfg.learner}",
+        dynamic_ncols=True,
+    )
+    tick, done_since = time.perf_counter(), 0
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.train.bf16 and device.type == "cuda")
+    for step in range(start, cfg.train.steps):
+        learner.train()
+        opt.zero_grad(set_to_none=True)
+        with autocast:
+            if pretrain:
+                metrics = pretrain_step(learner, splits["base"], step, cfg, device)
+            else:
+                batch = train_sampler.batch(range(step * task.meta_batch, (step + 1) * task.meta_batch))
+                metrics = learner.meta_backward(batch.to(device, non_blocking=True))
+        loss = float(metrics["loss"])
+        if not math.isfinite(loss):
+            last = run_dir / "last.pt"
+            kept = (
+                f"the last good checkpoint {last} is intact"
+                if last.exists()
+                else "no checkpoint was written yet"
+            )
+            raise TrainingError(
+                f"loss became {loss} at step {step + 1}; stopped ({kept}). Try a lower optim.lr or inner.lr."
+            )
+        opt.step()
+        sched.step()
+        done_since += 1
+        if (step + 1) % cfg.train.log_every == 0 or step + 1 == cfg.train.steps:
+            now = time.perf_counter()
+            per_step = task.meta_batch if not pretrain else cfg.train.batch_size
+            rate = done_since * per_step / (now - tick)
+            record = {
+                "step": step + 1,
+                "loss": loss,
+                "accuracy": float(metrics["accuracy"]),
+                "items_per_s": rate,
+                "lr": sched.get_last_lr()[0],
+            }
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            if board is not None:
+                for key in ("loss", "accuracy", "items_per_s", "lr"):
+                    board.add_scalar(f"train/{key}", record[key], step + 1)
+            bar.set_postfix(loss=f"{loss:.3f}", acc=f"{record['accuracy']:.3f}", per_s=f"{rate:.1f}")
+            if cfg.train.quiet:
+                print(json.dumps(record), flush=True)
+            tick, done_since = now, 0
+        bar.update(1)
+        if (step + 1) % cfg.train.val_every == 0 or step + 1 == cfg.train.steps:
+            learner.eval()
+            val = validate(learner, val_sampler, cfg.train.val_episodes, device, pretrain)
+            log.write(
+                json.dumps({"step": step + 1, "val_accuracy": val.mean, "val_ci95": val.half_width}) + "\n"
+            )
+            log.flush()
+            tqdm.write(f"step {step + 1}: validation {val} on {cfg.train.val_episodes} episodes")
+            if board is not None:
+                board.add_scalar("val/accuracy", val.mean, step + 1)
+            if val.mean > best:
+                best = val.mean
+                checkpoint(step + 1, "best.pt")
+            checkpoint(step + 1, "last.pt")
+        elif (step + 1) % every == 0:
+            checkpoint(step + 1, "last.pt")
+    bar.close()
+    log.close()
+    if board is not None:
+        board.close()
+    if not pretrain and cfg.summary.episodes > 0:
+        summarize(cfg, learner, splits["novel"], device, run_dir)
+    return run_dir
+
+
+def summarize(cfg: DictConfig, learner: MetaLearner, novel: ImageSet, device, run_dir: Path) -> None:
+    """Meta-test: the trained learner against fine-tuning the same backbone from scratch."""
+    s = cfg.summary
+    best = load_checkpoint(run_dir / "best.pt")
+    learner.load_state_dict(best["model"])
+    learner.eval()
+    sampler = EpisodeSampler(novel, s.n_way, s.k_shot, s.q_query, seed=s.seed)
+    channels, size = novel.image_shape[0], novel.image_shape[1]
+    torch.manual_seed(cfg.train.seed)
+    scratch = FineTune(
+        build_backbone(cfg.model.backbone, channels, size).to(device),
+        mode="full",
+        epochs=s.finetune_epochs,
+        batch_norm="batch",  # an untrained network has no meaningful running statistics
+    )
+    ours = mean_ci(episode_accuracies(learner, sampler.episodes(s.episodes), device))
+    base = mean_ci(episode_accuracies(scratch, sampler.episodes(s.episodes), device))
+    lines = [
+        f"meta-test on {novel.num_classes} novel classes: {s.episodes} episodes of {s.n_way}-way "
+        f"{s.k_shot}-shot, {s.q_query} queries each (95% CI)",
+        f"  {cfg.learner + ' (trained, best validation checkpoint)':<46} {ours}",
+        f"  {'fine-tuning ' + cfg.model.backbone + ' from scratch':<46} {base}",
+    ]
+    atomic_write_text(run_dir / "summary.txt", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> None:
+    available = groups(CONFIG_DIR)
+    parser = argparse.ArgumentParser(
+        prog="python -m fewshot.train",
+        description="Train a few-shot learner. Config: configs/<learner>.yaml, config groups "
+        + ", ".join(f"{g}={{{','.join(c)}}}" for g, c in available.items())
+        + ", and key=value overrides (e.g. task.n_way=20 inner.steps=5).",
+    )
+    parser.add_argument("learner", choices=LEARNERS, metavar="learner", help=", ".join(LEARNERS))
+    parser.add_argument("overrides", nargs="*", help="group=choice or key=value")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.learner, args.overrides)
+        if args.print_config:
+            print(OmegaConf.to_yaml(cfg), end="")
+            return
+        run_dir = train(cfg)
+    except (ConfigError, TrainingError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(f"run directory: {run_dir}")
+
+
+if __name__ == "__main__":
+    main()

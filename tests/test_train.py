@@ -1,0 +1,185 @@
+"""The training CLI: every learner, config resolution and errors, resume, atomic checkpoints, NaN."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from fewshot.config import ConfigError, load_config
+from fewshot.train import TrainingError, load_checkpoint, main, save_checkpoint, train
+
+TINY = [
+    "data.num_classes=200",
+    "task.meta_batch=2",
+    "task.q_query=2",
+    "train.steps=2",
+    "train.val_every=2",
+    "train.val_episodes=3",
+    "train.batch_size=8",
+    "summary.episodes=3",
+    "summary.finetune_epochs=1",
+    "inner.steps=1",
+    "train.quiet=true",
+]
+
+
+@pytest.mark.parametrize("learner", ["maml", "fomaml", "metasgd", "anil", "reptile", "protonet", "pretrain"])
+def test_every_learner_trains_from_the_cli(tmp_path, capsys, learner):
+    main([learner, *TINY, f"train.out_dir={tmp_path}"])
+    run = tmp_path / learner
+    assert (run / "best.pt").is_file() and (run / "last.pt").is_file()
+    assert (run / "config.yaml").is_file() and (run / "split.json").is_file()
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert any('"val_accuracy"' in line for line in lines)
+    out = capsys.readouterr().out
+    if learner != "pretrain":
+        assert "fine-tuning conv4 from scratch" in out and (run / "summary.txt").is_file()
+
+
+def test_pretrained_backbone_feeds_meta_training(tmp_path):
+    main(["pretrain", *TINY, f"train.out_dir={tmp_path}"])
+    main(["maml", *TINY, f"train.out_dir={tmp_path}", f"model.pretrained={tmp_path}/pretrain/best.pt"])
+    pre = load_checkpoint(tmp_path / "pretrain" / "best.pt")["model"]
+    cfg = load_checkpoint(tmp_path / "maml" / "last.pt")["config"]
+    assert cfg["model"]["pretrained"].endswith("pretrain/best.pt")
+    assert "backbone.blocks.0.0.weight" in pre
+
+
+def test_overrides_and_groups_resolve():
+    cfg = load_config("maml", ["data=omniglot", "task.n_way=20", "task.k_shot=1", "inner.steps=5"])
+    assert cfg.data.source == "omniglot" and cfg.data.rotations is True
+    assert cfg.task.n_way == 20 and cfg.inner.steps == 5 and cfg.model.backbone == "conv4"
+    assert load_config("maml", ["model=resnet12"]).model.backbone == "resnet12"
+    assert load_config("reptile").optim.name == "sgd"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["task.n_wya=3"], "unknown config key 'task.n_wya'.*did you mean 'task.n_way'"),
+        (["inner.stepz=3"], "did you mean 'inner.steps'"),
+        (["task.n_way=five"], "bad value for 'task.n_way'"),
+        (["data=omniglt"], "no config data='omniglt'; data can be: folder, omniglot, synthetic"),
+        (["data=folder"], "data.root is required"),
+        (["optim.name=adamw"], "optim.name='adamw' is not one of: adam, sgd"),
+        (["task.n_way"], "not of the form key=value"),
+    ],
+)
+def test_config_errors(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("maml", overrides)
+
+
+def test_unknown_learner_suggests():
+    with pytest.raises(ConfigError, match="did you mean 'maml'"):
+        load_config("mamll")
+
+
+def test_print_config(capsys):
+    main(["anil", "task.n_way=7", "--print-config"])
+    assert "n_way: 7" in capsys.readouterr().out
+
+
+def test_cli_error_exit_code(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["maml", "task.n_wya=3"])
+    assert exit_info.value.code == 2
+    assert "did you mean 'task.n_way'" in capsys.readouterr().err
+
+
+def _params(run: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run / "last.pt")["model"]
+
+
+def test_sigkill_and_resume_equals_uninterrupted_run(tmp_path):
+    args = [*TINY, "train.steps=8", "train.val_every=4", "train.checkpoint_every=1", "summary.episodes=0"]
+    main(["maml", *args, f"train.out_dir={tmp_path}/a"])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fewshot.train", "maml", *args, f"train.out_dir={tmp_path}/b"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    last = tmp_path / "b" / "maml" / "last.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if last.exists() and 2 <= load_checkpoint(last)["step"] < 8:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = load_checkpoint(last)["step"]
+    assert killed_at < 8, "the run finished before it could be killed"
+    main(["maml", f"train.resume={tmp_path}/b/maml", "train.steps=8", "train.quiet=true"])
+    a, b = _params(tmp_path / "a" / "maml"), _params(tmp_path / "b" / "maml")
+    assert load_checkpoint(last)["step"] == 8
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_partial_write_never_replaces_a_good_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"step": 1, "w": torch.ones(3)})
+
+    def broken_save(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, {"step": 2, "w": torch.zeros(3)})
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    from fewshot.learners import MAML
+
+    real = MAML.meta_backward
+    calls = {"n": 0}
+
+    def flaky(self, batch):
+        calls["n"] += 1
+        metrics = real(self, batch)
+        if calls["n"] == 3:
+            metrics["loss"] = torch.tensor(float("nan"))
+        return metrics
+
+    monkeypatch.setattr(MAML, "meta_backward", flaky)
+    cfg = load_config(
+        "maml", [*TINY, "train.steps=5", "train.checkpoint_every=1", f"train.out_dir={tmp_path}"]
+    )
+    with pytest.raises(
+        TrainingError, match=r"loss became nan at step 3.*last good checkpoint .*last\.pt is intact"
+    ):
+        train(cfg)
+    assert load_checkpoint(tmp_path / "maml" / "last.pt")["step"] == 2
+
+
+def test_checkpoints_never_unpickle_code(tmp_path):
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    torch.save({"model": {}, "evil": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(pickle.UnpicklingError):
+        load_checkpoint(tmp_path / "evil.pt")
+
+
+def test_runs_are_never_overwritten(tmp_path):
+    for _ in range(2):
+        main(["protonet", *TINY, "summary.episodes=0", f"train.out_dir={tmp_path}"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["protonet", "protonet-2"]
+
+
+def test_missing_resume_dir_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["maml", f"train.resume={tmp_path}/nope"])
+    assert "not found" in capsys.readouterr().err
