@@ -201,6 +201,25 @@ def load_config(
     return cfg
 
 
+def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """The saved configuration of a run, with explicit ``key=value`` overrides on top.
+
+    Resuming continues the run as it was configured (``train.steps=...`` may extend it).
+    """
+    saved = Path(run_dir) / "config.yaml"
+    if not saved.is_file():
+        raise ConfigError(
+            f"cannot resume {str(run_dir)!r}: it has no config.yaml (not a fewshot run directory?)"
+        )
+    schema = OmegaConf.structured(Config)
+    OmegaConf.set_struct(schema, True)
+    cfg = _merge(schema, OmegaConf.load(saved), schema, str(saved))
+    cfg = _merge(cfg, OmegaConf.from_dotlist(list(overrides)), schema, "the command line")
+    cfg.train.resume = str(run_dir)
+    _check(cfg)
+    return cfg
+
+
 _CHOICES = {
     "data.source": ("synthetic", "omniglot", "folder"),
     "data.split.by": ("group", "class"),

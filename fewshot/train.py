@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from fewshot.config import CONFIG_DIR, LEARNERS, ConfigError, groups, load_config
+from fewshot.config import CONFIG_DIR, LEARNERS, ConfigError, groups, load_config, resume_config
 from fewshot.data import (
     EpisodeSampler,
     ImageSet,
@@ -47,7 +47,7 @@ from fewshot.learners import (
     SimpleShot,
     episode_accuracies,
 )
-from fewshot.models import build_backbone, build_model
+from fewshot.models import build_backbone, build_model, load_backbone_weights
 from fewshot.stats import MeanCI, mean_ci
 
 
@@ -96,8 +96,6 @@ def build_learner(cfg: DictConfig, channels: int, image_size: int, n_base: int) 
     if cfg.learner == "protonet":
         backbone = build_backbone(m.backbone, channels, image_size)
         if m.pretrained:
-            from fewshot.models import load_backbone_weights
-
             load_backbone_weights(backbone, m.pretrained)
         return ProtoNet(backbone)
     model = build_model(m.backbone, cfg.task.n_way, channels, image_size, m.pretrained)
@@ -196,15 +194,12 @@ def validate(learner, sampler: EpisodeSampler, episodes: int, device, pretrain: 
 def train(cfg: DictConfig) -> Path:
     """Run (or resume) training as configured; return the run directory."""
     resuming = cfg.train.resume is not None
-    if resuming:
+    if resuming:  # cfg comes from resume_config: the run's own, plus explicit overrides
         run_dir = Path(cfg.train.resume)
         ckpt = load_checkpoint(run_dir / "last.pt")
-        saved = OmegaConf.create(ckpt["config"])
-        saved.train.steps, saved.train.quiet = cfg.train.steps, cfg.train.quiet
-        cfg = saved
     else:
         run_dir = new_run_dir(cfg)
-        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
     device = resolve_device(cfg.train.device)
     torch.manual_seed(cfg.train.seed)
     pretrain = cfg.learner == "pretrain"
@@ -366,7 +361,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     args = parser.parse_args(argv)
     try:
-        cfg = load_config(args.learner, args.overrides)
+        resume = [o.split("=", 1)[1] for o in args.overrides if o.startswith("train.resume=")]
+        if resume:
+            rest = [o for o in args.overrides if not o.startswith("train.resume=")]
+            cfg = resume_config(resume[-1], rest)
+            if cfg.learner != args.learner:
+                raise ConfigError(f"{resume[-1]} is a {cfg.learner} run, not {args.learner}")
+        else:
+            cfg = load_config(args.learner, args.overrides)
         if args.print_config:
             print(OmegaConf.to_yaml(cfg), end="")
             return

@@ -114,7 +114,7 @@ def test_sigkill_and_resume_equals_uninterrupted_run(tmp_path):
     proc.wait()
     killed_at = load_checkpoint(last)["step"]
     assert killed_at < 8, "the run finished before it could be killed"
-    main(["maml", f"train.resume={tmp_path}/b/maml", "train.steps=8", "train.quiet=true"])
+    main(["maml", f"train.resume={tmp_path}/b/maml"])  # the run's saved config: 8 steps
     a, b = _params(tmp_path / "a" / "maml"), _params(tmp_path / "b" / "maml")
     assert load_checkpoint(last)["step"] == 8
     for name in a:
@@ -182,4 +182,13 @@ def test_runs_are_never_overwritten(tmp_path):
 def test_missing_resume_dir_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["maml", f"train.resume={tmp_path}/nope"])
-    assert "not found" in capsys.readouterr().err
+    assert "not a fewshot run directory" in capsys.readouterr().err
+
+
+def test_resume_can_extend_a_run_and_checks_the_learner(tmp_path, capsys):
+    main(["protonet", *TINY, "summary.episodes=0", f"train.out_dir={tmp_path}"])
+    main(["protonet", f"train.resume={tmp_path}/protonet", "train.steps=4"])
+    assert load_checkpoint(tmp_path / "protonet" / "last.pt")["step"] == 4
+    with pytest.raises(SystemExit):
+        main(["maml", f"train.resume={tmp_path}/protonet"])
+    assert "is a protonet run, not maml" in capsys.readouterr().err

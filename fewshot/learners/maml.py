@@ -184,7 +184,8 @@ class MetaSGD(MAML):
 
     The rates start at ``inner_lr`` and are meta-trained with the initialization; they are
     parameters of this module (``lrs``), so the outer optimizer must be given
-    ``learner.parameters()``, not only ``learner.model.parameters()``.
+    ``learner.parameters()``, not only ``learner.model.parameters()``. :meth:`adapt` uses
+    the learned rates too, unless a fixed ``test_lr`` is given.
     """
 
     def __init__(self, model: Classifier, inner_lr: float = 0.4, **kwargs):
@@ -195,13 +196,11 @@ class MetaSGD(MAML):
                 for n, p in parameters(model).items()
             }
         )
+        if kwargs.get("test_lr") is None:
+            self.test_lr = lambda n: self._lr(n).detach()
 
     def _lr(self, name: str) -> torch.Tensor:
         return self.lrs[name.replace(".", "/")]
-
-    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor) -> Predictor:
-        self.test_lr = lambda n: self._lr(n).detach()  # learned rates at test time too
-        return super().adapt(support_x, support_y)
 
 
 class ANIL(MAML):
