@@ -141,7 +141,7 @@ def test_synthetic_drawings_vary_within_a_class_and_classes_differ():
     for ep in s.episodes(200):
         d = torch.cdist(ep.query_x.flatten(1), ep.support_x.flatten(1))
         acc.append((ep.support_y[d.argmin(1)] == ep.query_y).float().mean())
-    assert 0.3 < float(torch.stack(acc).mean()) < 0.8  # measured 0.45; chance is 0.2
+    assert 0.3 < float(torch.stack(acc).mean()) < 0.8  # measured 0.44; chance is 0.2
 
 
 def test_one_shot_fine_tuning_from_scratch_is_far_from_perfect():
@@ -167,4 +167,4 @@ def test_one_shot_fine_tuning_from_scratch_is_far_from_perfect():
             opt.step()
         accs.append((net(ep.query_x).argmax(1) == ep.query_y).float().mean())
     acc = float(torch.stack(accs).mean())
-    assert 0.3 < acc < 0.8, acc  # measured 0.63 on 30 episodes; chance is 0.2
+    assert 0.3 < acc < 0.8, acc  # measured 0.63; chance is 0.2
