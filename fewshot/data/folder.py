@@ -40,7 +40,10 @@ def find_classes(root: str | Path) -> list[tuple[str, str, list[Path]]]:
     for first in _subfolders(root):
         images, subs = _images_in(first), _subfolders(first)
         if images or not subs:
-            (classes.append((first.name, "", images)) if images else empty.append(str(first)))
+            if images:
+                classes.append((first.name, "", images))
+            else:
+                empty.append(str(first))
             continue
         for second in subs:
             images = _images_in(second)

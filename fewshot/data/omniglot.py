@@ -28,12 +28,13 @@ def _entries(source: Path) -> list[tuple[tuple[str, str, str], Callable[[], byte
         ]
     if not zipfile.is_zipfile(source):
         raise ValueError(f"{str(source)!r} is neither a folder nor a zip archive of Omniglot")
-    archive = zipfile.ZipFile(source)
     out = []
-    for name in sorted(archive.namelist()):
-        parts = name.split("/")
-        if name.endswith(".png") and len(parts) >= 3:
-            out.append(((parts[-3], parts[-2], parts[-1]), lambda n=name: archive.read(n)))
+    with zipfile.ZipFile(source) as archive:  # the compressed PNGs are small: read them now
+        for name in sorted(archive.namelist()):
+            parts = name.split("/")
+            if name.endswith(".png") and len(parts) >= 3:
+                data = archive.read(name)
+                out.append(((parts[-3], parts[-2], parts[-1]), lambda d=data: d))
     return out
 
 
