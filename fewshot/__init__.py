@@ -8,6 +8,7 @@ from fewshot.data import (
     load_omniglot,
     make_synthetic,
 )
+from fewshot.evaluation import Comparison, Setting, compare
 from fewshot.learners import (
     ANIL,
     MAML,
@@ -27,6 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ANIL",
     "MAML",
+    "Comparison",
     "Episode",
     "EpisodeSampler",
     "FineTune",
@@ -36,9 +38,11 @@ __all__ = [
     "MetaSGD",
     "ProtoNet",
     "Reptile",
+    "Setting",
     "SimpleShot",
     "build_backbone",
     "build_model",
+    "compare",
     "episode_accuracies",
     "load_image_folder",
     "load_omniglot",

@@ -123,6 +123,40 @@ class Config:
     summary: SummaryConfig = field(default_factory=SummaryConfig)
 
 
+@dataclass
+class FineTuneConfig:
+    """How ``finetune*`` and ``scratch`` methods train on each support set (Chen et al. 2019)."""
+
+    epochs: int = 100
+    lr: float = 0.01
+    backbone_lr: float | None = None  # default: lr
+    momentum: float = 0.9
+    weight_decay: float = 1e-3
+    batch_size: int = 4
+    head: str = "linear"  # linear | cosine
+
+
+@dataclass
+class EvalConfig:
+    """``python -m fewshot.evaluate``: methods x settings on identical episodes."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)  # backbone of `scratch` and bare state_dicts
+    methods: list[str] = field(default_factory=list)  # [label=]kind[:checkpoint], see fewshot.evaluation
+    baseline: str | None = None  # label compared against; default: the first finetune* method
+    settings: list[str] = field(default_factory=lambda: ["5w1s", "5w5s", "20w1s", "20w5s"])
+    q_query: int = 15
+    episodes: int = 600
+    seed: int = 0
+    split: str = "novel"  # which part of data.split to evaluate on
+    batch_episodes: int = 20  # episodes adapted together
+    finetune: FineTuneConfig = field(default_factory=FineTuneConfig)
+    device: str = "auto"
+    out_dir: str = "eval"
+    name: str | None = None  # default: "evaluate"
+    quiet: bool = False
+
+
 class ConfigError(ValueError):
     """A configuration problem, explained for the person who typed it."""
 
@@ -132,6 +166,11 @@ def groups(config_dir: Path = CONFIG_DIR) -> dict[str, list[str]]:
     return {
         d.name: sorted(p.stem for p in d.glob("*.yaml")) for d in sorted(config_dir.iterdir()) if d.is_dir()
     }
+
+
+def describe_groups(config_dir: Path = CONFIG_DIR) -> str:
+    """The config groups for ``--help``: ``data={folder,omniglot,synthetic}, model={...}``."""
+    return ", ".join(f"{g}={{{','.join(c)}}}" for g, c in groups(config_dir).items())
 
 
 def _all_keys(node: Any, prefix: str = "") -> list[str]:
@@ -170,9 +209,38 @@ def load_config(
         close = difflib.get_close_matches(learner, LEARNERS, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(f"unknown learner {learner!r}{hint}; choose one of {', '.join(LEARNERS)}")
-    schema = OmegaConf.structured(Config)
+    cfg = _compose(Config, learner, [f"learner={learner}", *overrides], config_dir)
+    _check(cfg)
+    return cfg
+
+
+def load_eval_config(
+    overrides: list[str] | tuple[str, ...] = (), config_dir: Path = CONFIG_DIR, check: bool = True
+) -> DictConfig:
+    """The resolved ``configs/evaluate.yaml`` with command-line ``overrides`` applied.
+
+    ``methods`` and ``settings`` take a list (``methods=[a,b]``) or comma-separated values.
+    ``check=False`` skips the value checks (to print a config that is not complete yet).
+    """
+    listed = []
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key in ("methods", "settings") and not value.startswith("["):
+            item = f"{key}=[{value}]"
+        listed.append(item)
+    cfg = _compose(EvalConfig, "evaluate", listed, config_dir)
+    if check:
+        _check_eval(cfg)
+    return cfg
+
+
+def _compose(
+    schema_type: type, name: str, overrides: list[str] | tuple[str, ...], config_dir: Path
+) -> DictConfig:
+    """Schema defaults, then the chosen groups, then ``configs/<name>.yaml``, then overrides."""
+    schema = OmegaConf.structured(schema_type)
     OmegaConf.set_struct(schema, True)
-    own = OmegaConf.load(config_dir / f"{learner}.yaml")
+    own = OmegaConf.load(config_dir / f"{name}.yaml")
     chosen: dict[str, str] = {}
     for entry in own.pop("defaults", []) or []:
         chosen.update(dict(entry))
@@ -187,18 +255,18 @@ def load_config(
         else:
             dotlist.append(item)
     cfg = schema
-    for group, name in chosen.items():
-        if name not in available.get(group, []):
+    for group, choice in chosen.items():
+        if choice not in available.get(group, []):
             options = ", ".join(available.get(group, [])) or "none"
-            raise ConfigError(f"no config {group}={name!r}; {group} can be: {options}")
+            raise ConfigError(f"no config {group}={choice!r}; {group} can be: {options}")
         cfg = _merge(
-            cfg, {group: OmegaConf.load(config_dir / group / f"{name}.yaml")}, schema, f"{group}/{name}.yaml"
+            cfg,
+            {group: OmegaConf.load(config_dir / group / f"{choice}.yaml")},
+            schema,
+            f"{group}/{choice}.yaml",
         )
-    cfg = _merge(cfg, own, schema, f"{learner}.yaml")
-    cfg = _merge(cfg, {"learner": learner}, schema, "the command line")
-    cfg = _merge(cfg, OmegaConf.from_dotlist(dotlist), schema, "the command line")
-    _check(cfg)
-    return cfg
+    cfg = _merge(cfg, own, schema, f"{name}.yaml")
+    return _merge(cfg, OmegaConf.from_dotlist(dotlist), schema, "the command line")
 
 
 def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
@@ -230,24 +298,51 @@ _CHOICES = {
 }
 
 
-def _check(cfg: DictConfig) -> None:
-    """Values a type cannot check, caught before a run writes anything."""
+def _check_data(cfg: DictConfig) -> None:
     for key, options in _CHOICES.items():
         value = OmegaConf.select(cfg, key)
-        if value not in options:
+        if value is not None and value not in options:
             raise ConfigError(f"{key}={value!r} is not one of: {', '.join(options)}")
     if cfg.data.source != "synthetic" and not cfg.data.root:
         raise ConfigError(f"data.root is required for data={cfg.data.source} (data.root=<path>)")
-    for key in (
-        "task.n_way",
-        "task.k_shot",
-        "task.meta_batch",
-        "inner.steps",
-        "train.steps",
-        "train.log_every",
-        "train.val_every",
-        "train.val_episodes",
-        "train.batch_size",
-    ):
+
+
+def _check_positive(cfg: DictConfig, keys: tuple[str, ...]) -> None:
+    for key in keys:
         if OmegaConf.select(cfg, key) < 1:
             raise ConfigError(f"{key} must be >= 1, got {OmegaConf.select(cfg, key)}")
+
+
+def _check_eval(cfg: DictConfig) -> None:
+    _check_data(cfg)
+    if cfg.finetune.head not in ("linear", "cosine"):
+        raise ConfigError(f"finetune.head={cfg.finetune.head!r} is not one of: linear, cosine")
+    if not cfg.methods:
+        raise ConfigError(
+            "no methods to evaluate; give methods=[...], e.g. "
+            "methods=[maml:runs/maml,finetune:runs/pretrain] (kinds: see python -m fewshot.evaluate --help)"
+        )
+    if not cfg.settings:
+        raise ConfigError("no settings to evaluate; give settings=[...], e.g. settings=[5w1s,5w5s]")
+    _check_positive(cfg, ("episodes", "batch_episodes", "finetune.epochs", "finetune.batch_size"))
+    if cfg.q_query < 1:
+        raise ConfigError(f"q_query must be >= 1, got {cfg.q_query}")
+
+
+def _check(cfg: DictConfig) -> None:
+    """Values a type cannot check, caught before a run writes anything."""
+    _check_data(cfg)
+    _check_positive(
+        cfg,
+        (
+            "task.n_way",
+            "task.k_shot",
+            "task.meta_batch",
+            "inner.steps",
+            "train.steps",
+            "train.log_every",
+            "train.val_every",
+            "train.val_episodes",
+            "train.batch_size",
+        ),
+    )

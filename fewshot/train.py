@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from fewshot.config import CONFIG_DIR, LEARNERS, ConfigError, groups, load_config, resume_config
+from fewshot.config import LEARNERS, ConfigError, describe_groups, load_config, resume_config
 from fewshot.data import (
     EpisodeSampler,
     ImageSet,
@@ -35,6 +35,7 @@ from fewshot.data import (
     make_synthetic,
     save_manifest,
 )
+from fewshot.evaluation import Setting, compare
 from fewshot.io import atomic_write, atomic_write_text
 from fewshot.learners import (
     ANIL,
@@ -69,22 +70,23 @@ def load_dataset(data: DictConfig) -> ImageSet:
     raise ConfigError(f"unknown data.source {data.source!r}; choose synthetic, omniglot or folder")
 
 
-def load_splits(data: DictConfig, run_dir: Path) -> dict[str, ImageSet]:
-    """Base / val / novel image sets; the manifest used is saved in the run directory."""
+def load_splits(
+    data: DictConfig, required: tuple[str, ...] = ("base", "val", "novel")
+) -> tuple[dict[str, ImageSet], dict[str, Any]]:
+    """The image set of each split, and the manifest that defines them (to save with a run)."""
     dataset = load_dataset(data)
     if data.split.manifest:
         manifest = load_manifest(data.split.manifest)
     else:
         sizes = {k: float(v) if isinstance(v, float) else int(v) for k, v in data.split.sizes.items()}
         manifest = make_split(dataset, sizes, by=data.split.by, seed=data.split.seed)
-    save_manifest(manifest, run_dir / "split.json")
     splits = apply_split(dataset, manifest)
-    for name in ("base", "val", "novel"):
+    for name in required:
         if name not in splits:
             raise ConfigError(f"the split needs a {name!r} part; data.split.sizes has {list(splits)}")
-    if data.rotations:
+    if data.rotations and "base" in splits:
         splits["base"] = splits["base"].with_rotations()
-    return splits
+    return splits, manifest
 
 
 # -- learner and optimizer -------------------------------------------------------------
@@ -151,9 +153,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def new_run_dir(cfg: DictConfig) -> Path:
+def new_run_dir(out_dir: str | Path, name: str) -> Path:
     """``out_dir/name``, or ``name-2``, ``name-3``, ... if taken: never overwrite a run."""
-    base = Path(cfg.train.out_dir) / (cfg.train.name or cfg.learner)
+    base = Path(out_dir) / name
     run, i = base, 1
     while run.exists():
         i += 1
@@ -198,13 +200,14 @@ def train(cfg: DictConfig) -> Path:
         run_dir = Path(cfg.train.resume)
         ckpt = load_checkpoint(run_dir / "last.pt")
     else:
-        run_dir = new_run_dir(cfg)
+        run_dir = new_run_dir(cfg.train.out_dir, cfg.train.name or cfg.learner)
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
     device = resolve_device(cfg.train.device)
     torch.manual_seed(cfg.train.seed)
     pretrain = cfg.learner == "pretrain"
 
-    splits = load_splits(cfg.data, run_dir)
+    splits, manifest = load_splits(cfg.data)
+    save_manifest(manifest, run_dir / "split.json")
     channels, size = splits["base"].image_shape[0], splits["base"].image_shape[1]
     learner = build_learner(cfg, channels, size, splits["base"].num_classes).to(device)
     opt, sched = build_optimizer(cfg.optim, learner.parameters(), cfg.train.steps)
@@ -322,12 +325,12 @@ def train(cfg: DictConfig) -> Path:
 
 
 def summarize(cfg: DictConfig, learner: MetaLearner, novel: ImageSet, device, run_dir: Path) -> None:
-    """Meta-test: the trained learner against fine-tuning the same backbone from scratch."""
+    """Meta-test: the trained learner against fine-tuning the same backbone from scratch,
+    on the same episodes, with the paired difference (``python -m fewshot.evaluate`` does more)."""
     s = cfg.summary
     best = load_checkpoint(run_dir / "best.pt")
     learner.load_state_dict(best["model"])
     learner.eval()
-    sampler = EpisodeSampler(novel, s.n_way, s.k_shot, s.q_query, seed=s.seed)
     channels, size = novel.image_shape[0], novel.image_shape[1]
     torch.manual_seed(cfg.train.seed)
     scratch = FineTune(
@@ -336,24 +339,38 @@ def summarize(cfg: DictConfig, learner: MetaLearner, novel: ImageSet, device, ru
         epochs=s.finetune_epochs,
         batch_norm="batch",  # an untrained network has no meaningful running statistics
     )
-    ours = mean_ci(episode_accuracies(learner, sampler.episodes(s.episodes), device))
-    base = mean_ci(episode_accuracies(scratch, sampler.episodes(s.episodes), device))
+    ours, base = (
+        f"{cfg.learner} (trained, best validation checkpoint)",
+        f"fine-tuning {cfg.model.backbone} from scratch",
+    )
+    setting = Setting(s.n_way, s.k_shot)
+    result = compare(
+        {ours: learner, base: scratch},
+        novel,
+        [setting],
+        q_query=s.q_query,
+        episodes=s.episodes,
+        seed=s.seed,
+        baseline=base,
+        device=device,
+        progress=False,
+    )
     lines = [
-        f"meta-test on {novel.num_classes} novel classes: {s.episodes} episodes of {s.n_way}-way "
-        f"{s.k_shot}-shot, {s.q_query} queries each (95% CI)",
-        f"  {cfg.learner + ' (trained, best validation checkpoint)':<46} {ours}",
-        f"  {'fine-tuning ' + cfg.model.backbone + ' from scratch':<46} {base}",
+        f"meta-test on {novel.num_classes} novel classes: {s.episodes} episodes of {setting}, "
+        f"{s.q_query} queries each (95% CI)",
+        *(f"  {m:<46} {result.summary(m, setting)['accuracy']}" for m in (ours, base)),
     ]
+    if s.episodes > 1:
+        lines.append(f"  {'difference (paired, same episodes)':<46} {result.paired(ours, setting)}")
     atomic_write_text(run_dir / "summary.txt", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> None:
-    available = groups(CONFIG_DIR)
     parser = argparse.ArgumentParser(
         prog="python -m fewshot.train",
         description="Train a few-shot learner. Config: configs/<learner>.yaml, config groups "
-        + ", ".join(f"{g}={{{','.join(c)}}}" for g, c in available.items())
+        + describe_groups()
         + ", and key=value overrides (e.g. task.n_way=20 inner.steps=5).",
     )
     parser.add_argument("learner", choices=LEARNERS, metavar="learner", help=", ".join(LEARNERS))

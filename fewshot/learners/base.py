@@ -2,6 +2,9 @@
 
 * :class:`Learner` (every method): ``adapt(support_x, support_y)`` returns a
   :class:`Predictor` for that episode; ``predictor(query_x)`` gives logits.
+  ``adapt_batch`` does the same for a batch of episodes at once; learners that can
+  vectorise across episodes (fine-tuning, prototypes, MAML under vmap) override it, and
+  the evaluator always calls it.
 * :class:`MetaLearner` (MAML, Reptile, ProtoNet, ...): also ``meta_loss(batch)``, the outer
   loss of a batch of tasks and its metrics, and ``meta_backward(batch)``, which
   accumulates the same gradients into ``.grad`` with less memory. The training loop owns
@@ -20,13 +23,34 @@ from fewshot.data import Episode
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 """Maps query images ``[M, C, H, W]`` to logits ``[M, N]``."""
 
+BatchPredictor = Callable[[torch.Tensor], torch.Tensor]
+"""Maps the query images of a batch of episodes ``[B, M, C, H, W]`` to logits ``[B, M, N]``."""
+
 
 class Learner(nn.Module):
-    """A few-shot method: adapt to a labelled support set, then predict."""
+    """A few-shot method: adapt to a labelled support set, then predict.
+
+    Subclasses implement :meth:`adapt`, :meth:`adapt_batch`, or both; each has a default
+    in terms of the other.
+    """
 
     def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor) -> Predictor:
         """A predictor for the episode whose support set is given (labels ``0..N-1``)."""
-        raise NotImplementedError
+        if type(self).adapt_batch is Learner.adapt_batch:
+            raise NotImplementedError(f"{type(self).__name__} implements neither adapt nor adapt_batch")
+        predict = self.adapt_batch(support_x.unsqueeze(0), support_y.unsqueeze(0))
+        return lambda query_x: predict(query_x.unsqueeze(0))[0]
+
+    def adapt_batch(self, support_x: torch.Tensor, support_y: torch.Tensor) -> BatchPredictor:
+        """:meth:`adapt` for a batch of episodes: ``support_x [B, S, C, H, W]``, ``support_y [B, S]``.
+
+        Every episode of the batch is adapted independently: the logits are those of
+        :meth:`adapt` on each episode alone.
+        """
+        if type(self).adapt is Learner.adapt:
+            raise NotImplementedError(f"{type(self).__name__} implements neither adapt nor adapt_batch")
+        predictors = [self.adapt(x, y) for x, y in zip(support_x, support_y, strict=True)]
+        return lambda query_x: torch.stack([p(q) for p, q in zip(predictors, query_x, strict=True)])
 
 
 class MetaLearner(Learner):

@@ -104,6 +104,22 @@ def gradient_steps(
     return {**rest, **adapted}
 
 
+def fit_head(params: Params, n_way: int, prefix: str = "head.") -> Params:
+    """The parameters with an ``n_way``-class head, for evaluating at another number of ways.
+
+    A meta-learned head has one row per training label, but labels are a random order of
+    the episode's classes, so no row belongs to a class. When ``n_way`` differs from the
+    trained number of ways, every row (and bias) becomes the mean of the trained ones, so
+    adaptation starts from the same logit for every class (the permutation-invariant
+    initialization of Ye & Chao, 2022). With the trained ``n_way`` nothing changes.
+    """
+    out = dict(params)
+    for name, p in params.items():
+        if name.startswith(prefix) and p.dim() >= 1 and p.shape[0] != n_way:
+            out[name] = p.mean(0, keepdim=True).expand(n_way, *p.shape[1:])
+    return out
+
+
 def cross_entropy_and_accuracy(
     logits: torch.Tensor, labels: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,11 +14,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from fewshot.data import Episode
-from fewshot.learners.base import MetaLearner, Predictor
+from fewshot.learners.base import BatchPredictor, MetaLearner, Predictor
 from fewshot.learners.functional import (
     LearningRate,
     Params,
     cross_entropy_and_accuracy,
+    fit_head,
     forward,
     gradient_steps,
     parameters,
@@ -164,17 +165,65 @@ class MAML(MetaLearner):
             accs.append(acc)
         return {"loss": torch.stack(losses).mean(), "accuracy": torch.stack(accs).mean()}
 
+    def _test_start(self, support_y: torch.Tensor) -> tuple[Params, LearningRate]:
+        """Detached initialization (head fitted to the episode's ways) and the test-time rate."""
+        params = fit_head(
+            {n: p.detach() for n, p in parameters(self.model).items()}, int(support_y.max()) + 1
+        )
+        if not callable(self.test_lr):
+            return params, self.test_lr
+        rates = self.test_lr
+
+        def lr(name: str) -> torch.Tensor:  # learned per-entry rates: a resized head takes their mean row
+            rate = rates(name)
+            return rate.mean(0, keepdim=True) if rate.shape != params[name].shape else rate
+
+        return params, lr
+
     def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor) -> Predictor:
-        """Fine-tune a copy of the initialization on the support set (``test_steps`` steps)."""
-        params = {n: p.detach() for n, p in parameters(self.model).items()}
+        """Fine-tune a copy of the initialization on the support set (``test_steps`` steps).
+
+        Episodes with another number of ways than training start from :func:`fit_head`.
+        """
+        params, lr = self._test_start(support_y)
         support_x = self._layout(support_x)
         with torch.enable_grad():
-            fast = self._adapt_params(params, support_x, support_y, self.test_steps, self.test_lr, True)
+            fast = self._adapt_params(params, support_x, support_y, self.test_steps, lr, True)
         fast = {n: p.detach() for n, p in fast.items()}
 
         def predict(query_x: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
                 return self._classify(fast, self._embed(fast, self._layout(query_x)))
+
+        return predict
+
+    def adapt_batch(self, support_x: torch.Tensor, support_y: torch.Tensor) -> BatchPredictor:
+        """:meth:`adapt` for a batch of episodes: vmapped where that is faster (CUDA), else a loop."""
+        if not self._use_vmap():
+            return super().adapt_batch(support_x, support_y)
+        params, lr = self._test_start(support_y)
+
+        def adapt_one(x: torch.Tensor, y: torch.Tensor) -> Params:
+            return self._adapt_params(params, x, y, self.test_steps, lr, True)
+
+        def predict_one(fast: Params, x: torch.Tensor) -> torch.Tensor:
+            return self._classify(fast, self._embed(fast, x))
+
+        self._in_vmap = True
+        try:
+            with torch.enable_grad():
+                fast = torch.vmap(adapt_one)(support_x, support_y)
+        finally:
+            self._in_vmap = False
+        fast = {n: p.detach() for n, p in fast.items()}
+
+        def predict(query_x: torch.Tensor) -> torch.Tensor:
+            self._in_vmap = True
+            try:
+                with torch.no_grad():
+                    return torch.vmap(predict_one)(fast, query_x)
+            finally:
+                self._in_vmap = False
 
         return predict
 

@@ -10,15 +10,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from fewshot.data import Episode
-from fewshot.learners.base import Learner, MetaLearner, Predictor
+from fewshot.learners.base import BatchPredictor, Learner, MetaLearner
 from fewshot.learners.functional import cross_entropy_and_accuracy
 
 
 def prototypes(features: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
-    """Class means ``[N, D]`` of ``[M, D]`` features with labels ``0..N-1``."""
-    sums = torch.zeros(n_way, features.shape[-1], dtype=features.dtype, device=features.device)
-    sums.index_add_(0, labels, features)
-    return sums / torch.bincount(labels, minlength=n_way).clamp(min=1).unsqueeze(1).to(features.dtype)
+    """Class means ``[..., N, D]`` of ``[..., M, D]`` features with labels ``[..., M]`` in ``0..N-1``.
+
+    Leading dimensions are episodes of a batch, each with its own means.
+    """
+    onehot = F.one_hot(labels, n_way).to(features.dtype)  # [..., M, N]
+    sums = onehot.transpose(-1, -2) @ features
+    return sums / onehot.sum(-2).clamp(min=1).unsqueeze(-1)
 
 
 @contextmanager
@@ -33,8 +36,18 @@ def evaluating(module: nn.Module) -> Iterator[None]:
         module.train(was_training)
 
 
+def _features(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Eval-mode features ``[B, M, D]`` of ``[B, M, C, H, W]`` images, in one forward pass.
+
+    With running BatchNorm statistics each image's features do not depend on the others
+    in the pass, so the episodes of a batch can share it.
+    """
+    with evaluating(backbone):
+        return backbone(images.flatten(0, 1)).unflatten(0, images.shape[:2])
+
+
 def negative_squared_distances(queries: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-    """Logits ``-||q - c||^2`` of ``[M, D]`` queries against ``[N, D]`` centres."""
+    """Logits ``-||q - c||^2`` of ``[..., M, D]`` queries against ``[..., N, D]`` centres."""
     return -torch.cdist(queries, centres).pow(2)
 
 
@@ -67,16 +80,10 @@ class ProtoNet(MetaLearner):
         loss = torch.stack([p[0] for p in pairs]).mean()
         return loss, {"loss": loss.detach(), "accuracy": torch.stack([p[1] for p in pairs]).mean()}
 
-    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor) -> Predictor:
-        """Prototypes from the support set (backbone in eval mode: running BatchNorm statistics)."""
-        with evaluating(self.backbone):
-            centres = prototypes(self.backbone(support_x), support_y, int(support_y.max()) + 1)
-
-        def predict(query_x: torch.Tensor) -> torch.Tensor:
-            with evaluating(self.backbone):
-                return negative_squared_distances(self.backbone(query_x), centres)
-
-        return predict
+    def adapt_batch(self, support_x: torch.Tensor, support_y: torch.Tensor) -> BatchPredictor:
+        """Prototypes from the support sets (backbone in eval mode: running BatchNorm statistics)."""
+        centres = prototypes(_features(self.backbone, support_x), support_y, int(support_y.max()) + 1)
+        return lambda query_x: negative_squared_distances(_features(self.backbone, query_x), centres)
 
 
 class SimpleShot(Learner):
@@ -93,16 +100,13 @@ class SimpleShot(Learner):
         self.backbone = backbone
         self.register_buffer("feature_mean", feature_mean)
 
-    def _features(self, x: torch.Tensor) -> torch.Tensor:
-        with evaluating(self.backbone):
-            return self.backbone(x)
-
-    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor) -> Predictor:
-        support = self._features(support_x)
-        mean = self.feature_mean if self.feature_mean is not None else support.mean(0)
+    def adapt_batch(self, support_x: torch.Tensor, support_y: torch.Tensor) -> BatchPredictor:
+        support = _features(self.backbone, support_x)
+        mean = self.feature_mean if self.feature_mean is not None else support.mean(-2, keepdim=True)
         centres = prototypes(F.normalize(support - mean, dim=-1), support_y, int(support_y.max()) + 1)
 
         def predict(query_x: torch.Tensor) -> torch.Tensor:
-            return negative_squared_distances(F.normalize(self._features(query_x) - mean, dim=-1), centres)
+            queries = F.normalize(_features(self.backbone, query_x) - mean, dim=-1)
+            return negative_squared_distances(queries, centres)
 
         return predict

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from fewshot.data import Episode
 from fewshot.learners.base import MetaLearner, Predictor
-from fewshot.learners.functional import Params, cross_entropy_and_accuracy, forward, parameters
+from fewshot.learners.functional import Params, cross_entropy_and_accuracy, fit_head, forward, parameters
 from fewshot.models import Classifier
 
 _OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
@@ -55,8 +55,12 @@ class Reptile(MetaLearner):
         self.test_steps = inner_steps if test_steps is None else test_steps
 
     def train_on_task(self, x: torch.Tensor, y: torch.Tensor, steps: int) -> Params:
-        """Weights after ``steps`` optimizer steps on ``(x, y)`` from the current initialization."""
-        fast = {n: p.detach().clone().requires_grad_() for n, p in parameters(self.model).items()}
+        """Weights after ``steps`` optimizer steps on ``(x, y)`` from the current initialization.
+
+        Tasks with another number of ways than the head's start from :func:`fit_head`.
+        """
+        start = fit_head(parameters(self.model), int(y.max()) + 1)
+        fast = {n: p.detach().clone().requires_grad_() for n, p in start.items()}
         opt = _OPTIMIZERS[self.inner_optimizer](fast.values(), lr=self.inner_lr)
         with torch.enable_grad():
             for _ in range(steps):

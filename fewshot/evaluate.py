@@ -1,0 +1,114 @@
+"""Evaluation recipe: ``python -m fewshot.evaluate methods=[...] [group=choice ...] [key=value ...]``.
+
+Read top to bottom: resolve the config (``configs/evaluate.yaml``), parse the settings and
+method specs, load the data and its split, build every method (checking checkpoints
+before any episode runs), then score all methods on the same episodes of each setting,
+write the report into a new output directory and print its tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from fewshot.config import ConfigError, describe_groups, load_eval_config
+from fewshot.data import EpisodeSampler, save_manifest
+from fewshot.evaluation import (
+    KINDS,
+    BuildContext,
+    Comparison,
+    MethodError,
+    Setting,
+    build_method,
+    compare,
+    parse_method,
+    save_report,
+)
+from fewshot.io import atomic_write_text
+from fewshot.train import load_splits, new_run_dir, resolve_device
+
+
+def evaluate(cfg: DictConfig) -> tuple[Path, Comparison]:
+    """Run the evaluation ``cfg`` describes; return the output directory and the results."""
+    try:
+        settings = [Setting.parse(s) for s in cfg.settings]
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    specs = [parse_method(m) for m in cfg.methods]
+    labels = [s.label for s in specs]
+    repeated = sorted({x for x in labels if labels.count(x) > 1})
+    if repeated:
+        raise ConfigError(
+            f"method label(s) {repeated} appear twice; name them apart with label=kind:checkpoint"
+        )
+    baseline = cfg.baseline or next((s.label for s in specs if s.is_finetune), None)
+    if baseline is not None and baseline not in labels:
+        raise ConfigError(f"baseline={baseline!r} is not a method label; labels are {labels}")
+    device = resolve_device(cfg.device)
+
+    splits, manifest = load_splits(cfg.data, required=(cfg.split,))
+    evaluated = splits[cfg.split]
+    for s in settings:  # enough classes and images for every setting, before anything is written
+        EpisodeSampler(evaluated, s.n_way, s.k_shot, cfg.q_query, cfg.seed)
+    channels, size = evaluated.image_shape[0], evaluated.image_shape[1]
+    base = splits.get("base") if cfg.split != "base" else None
+    ctx = BuildContext(channels, size, cfg.model.backbone, cfg.finetune, cfg.seed, evaluated, base, device)
+    methods = {spec.label: build_method(spec, ctx) for spec in specs}
+
+    out = new_run_dir(cfg.out_dir, cfg.name or "evaluate")
+    atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg))
+    save_manifest(manifest, out / "split.json")
+    print(
+        f"evaluating {len(methods)} method(s) on {evaluated.num_classes} {cfg.split} classes: "
+        f"{', '.join(s.key for s in settings)}, {cfg.episodes} episodes each, baseline {baseline}",
+        flush=True,
+    )
+    result = compare(
+        methods,
+        evaluated,
+        settings,
+        q_query=cfg.q_query,
+        episodes=cfg.episodes,
+        seed=cfg.seed,
+        baseline=baseline,
+        batch_episodes=cfg.batch_episodes,
+        device=device,
+        progress=not cfg.quiet,
+    )
+    save_report(result, out)
+    return out, result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m fewshot.evaluate",
+        description="Compare few-shot methods on identical episodes. Config: configs/evaluate.yaml, "
+        + describe_groups()
+        + ", and key=value overrides. Methods are [label=]kind[:checkpoint] with kind one of "
+        + ", ".join(KINDS)
+        + "; a checkpoint is a .pt file or a run directory.",
+        epilog="example: python -m fewshot.evaluate methods=[maml:runs/maml,finetune:runs/pretrain,scratch] "
+        "settings=[5w1s,5w5s] episodes=600",
+    )
+    parser.add_argument("overrides", nargs="*", help="group=choice or key=value")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_eval_config(args.overrides, check=not args.print_config)
+        if args.print_config:
+            print(OmegaConf.to_yaml(cfg), end="")
+            return
+        out, result = evaluate(cfg)
+    except (ConfigError, MethodError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print()
+    print((out / "report.md").read_text(), end="")
+    print(f"\nreport: {out}/report.md, report.json, results.csv, episodes.json, accuracy.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""Score methods on identical episodes and compare each with a baseline, episode by episode.
+
+For every N-way K-shot setting one :class:`EpisodeSampler` with the evaluation seed
+defines episodes ``0..E-1``; every method is scored on exactly those episodes (the
+sampler is a pure function of seed and index). Episodes are adapted ``batch_episodes`` at
+a time through :meth:`Learner.adapt_batch`; a CUDA out-of-memory error halves the batch
+and retries, so a large model still runs.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from tqdm import tqdm
+
+from fewshot.data import EpisodeSampler, ImageSet
+from fewshot.evaluation.metrics import METRICS, query_metrics
+from fewshot.learners import Learner
+from fewshot.stats import MeanCI, PairedDifference, mean_ci, paired_difference
+
+
+@dataclass(frozen=True, order=True)
+class Setting:
+    """An N-way K-shot setting, written ``"5w1s"``."""
+
+    n_way: int
+    k_shot: int
+
+    @classmethod
+    def parse(cls, text: str) -> Setting:
+        match = re.fullmatch(r"\s*(\d+)w(\d+)s\s*", str(text))
+        if not match or int(match.group(1)) < 2 or int(match.group(2)) < 1:
+            raise ValueError(
+                f"setting {text!r} is not of the form <N>w<K>s with N >= 2 and K >= 1 (e.g. 5w1s, 20w5s)"
+            )
+        return cls(int(match.group(1)), int(match.group(2)))
+
+    @property
+    def key(self) -> str:
+        return f"{self.n_way}w{self.k_shot}s"
+
+    def __str__(self) -> str:
+        return f"{self.n_way}-way {self.k_shot}-shot"
+
+
+@dataclass
+class Scores:
+    """One method's per-episode metrics in one setting (tensors ``[E]``) and its run time."""
+
+    metrics: dict[str, torch.Tensor]
+    seconds: float
+
+    @property
+    def episodes_per_s(self) -> float:
+        return len(self.metrics["accuracy"]) / self.seconds if self.seconds > 0 else float("inf")
+
+
+@dataclass
+class Comparison:
+    """Scores of methods x settings on shared episodes, with summaries and paired tests.
+
+    ``scores[setting.key][label]`` holds the per-episode metrics; ``dataset`` (the classes
+    evaluated on) lets the episodes be listed again (:func:`episode_manifest`).
+    """
+
+    methods: list[str]
+    settings: list[Setting]
+    baseline: str | None
+    q_query: int
+    episodes: int
+    seed: int
+    scores: dict[str, dict[str, Scores]]
+    dataset: ImageSet = field(repr=False)
+
+    def summary(self, method: str, setting: Setting) -> dict[str, MeanCI]:
+        """Mean and 95% CI over episodes of every metric."""
+        return {name: mean_ci(v) for name, v in self.scores[setting.key][method].metrics.items()}
+
+    def paired(self, method: str, setting: Setting, metric: str = "accuracy") -> PairedDifference | None:
+        """``method - baseline`` per episode, with CI and paired t-test (None for the baseline itself)."""
+        if self.baseline is None or method == self.baseline:
+            return None
+        own = self.scores[setting.key]
+        return paired_difference(own[method].metrics[metric], own[self.baseline].metrics[metric])
+
+    def verdict(self, method: str, setting: Setting, alpha: float = 0.05) -> str:
+        """``"baseline"``, ``"better"``, ``"worse"`` or ``"no significant difference"`` (at ``alpha``)."""
+        diff = self.paired(method, setting)
+        if diff is None:
+            return "baseline" if method == self.baseline else "no baseline"
+        if not diff.significant(alpha):
+            return "no significant difference"
+        return "better" if diff.mean > 0 else "worse"
+
+
+def compare(
+    methods: Mapping[str, Learner],
+    dataset: ImageSet,
+    settings: Sequence[Setting | str] = ("5w1s", "5w5s", "20w1s", "20w5s"),
+    q_query: int = 15,
+    episodes: int = 600,
+    seed: int = 0,
+    baseline: str | None = None,
+    batch_episodes: int = 20,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> Comparison:
+    """Score every method on the same ``episodes`` episodes of each setting.
+
+    Args:
+        methods: label -> learner (see :mod:`fewshot.evaluation.methods` to build them).
+        dataset: the classes to evaluate on (novel classes, never trained on).
+        settings: ``Setting`` objects or strings like ``"5w1s"``.
+        baseline: the label every other method is compared with, episode by episode.
+        batch_episodes: episodes adapted together (halved automatically on CUDA OOM).
+
+    Example:
+        >>> result = compare({"maml": maml, "probe": FineTune(backbone)}, novel, ["5w1s"], baseline="probe")
+        >>> result.paired("maml", Setting(5, 1))
+    """
+    if not methods:
+        raise ValueError("give at least one method to compare")
+    if baseline is not None and baseline not in methods:
+        raise ValueError(f"baseline {baseline!r} is not one of the methods: {', '.join(methods)}")
+    if batch_episodes < 1 or episodes < 1:
+        raise ValueError("episodes and batch_episodes must be >= 1")
+    parsed = [s if isinstance(s, Setting) else Setting.parse(s) for s in settings]
+    samplers = {s: EpisodeSampler(dataset, s.n_way, s.k_shot, q_query, seed) for s in parsed}  # checks first
+    scores: dict[str, dict[str, Scores]] = {s.key: {} for s in parsed}
+    for setting, sampler in samplers.items():
+        for label, learner in methods.items():
+            torch.manual_seed(seed)
+            bar = tqdm(
+                total=episodes, desc=f"{setting.key} {label}", unit="ep", disable=not progress, leave=False
+            )
+            parts: list[dict[str, torch.Tensor]] = []
+            start = time.perf_counter()
+            for lo in range(0, episodes, batch_episodes):
+                indices = range(lo, min(lo + batch_episodes, episodes))
+                parts.append(_score(learner, sampler, indices, device))
+                bar.update(len(indices))
+            seconds = time.perf_counter() - start
+            bar.close()
+            metrics = {m: torch.cat([p[m] for p in parts]) for m in METRICS}
+            scores[setting.key][label] = Scores(metrics, seconds)
+            if progress:
+                tqdm.write(
+                    f"{setting} {label}: accuracy {mean_ci(metrics['accuracy'])} "
+                    f"({episodes / seconds:.1f} episodes/s)"
+                )
+    return Comparison(list(methods), parsed, baseline, q_query, episodes, seed, scores, dataset)
+
+
+def _score(
+    learner: Learner, sampler: EpisodeSampler, indices: range, device: torch.device | str
+) -> dict[str, torch.Tensor]:
+    """Metrics of episodes ``indices``; on CUDA out-of-memory, the two halves one after the other."""
+    try:
+        batch = sampler.batch(indices).to(device)
+        logits = learner.adapt_batch(batch.support_x, batch.support_y)(batch.query_x)
+        return {k: v.cpu() for k, v in query_metrics(logits, batch.query_y).items()}
+    except torch.OutOfMemoryError:
+        if len(indices) == 1:
+            raise
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        half = len(indices) // 2
+        first = _score(learner, sampler, indices[:half], device)
+        second = _score(learner, sampler, indices[half:], device)
+        return {k: torch.cat((first[k], second[k])) for k in first}

@@ -1,0 +1,237 @@
+"""Method specs: ``[label=]kind[:checkpoint]`` strings turned into ready :class:`Learner` objects.
+
+A spec names how to use a checkpoint, so the same pretrained backbone can appear as a
+linear probe, a partially or fully fine-tuned network, and a nearest-centroid classifier:
+
+* ``maml``, ``fomaml``, ``metasgd``, ``anil``, ``reptile``, ``protonet``: a run of that
+  learner (``python -m fewshot.train <learner>``), adapted as it was trained to adapt;
+* ``finetune`` (= ``finetune-linear``, a linear probe), ``finetune-freeze<L>`` (freeze the
+  first L blocks), ``finetune-full``: a new head on a pretrained backbone, trained with SGD;
+* ``simpleshot``: nearest centroid on the backbone's centred, normalised features;
+* ``scratch``: ``model.backbone`` from random initialization, fully fine-tuned (no checkpoint).
+
+A checkpoint is a ``.pt`` file or a run directory (its ``best.pt``, else ``last.pt``), and
+is read with ``weights_only=True``. Everything is checked before any episode runs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from fewshot.data import ImageSet, load_manifest
+from fewshot.learners import FineTune, Learner, SimpleShot
+from fewshot.models import build_backbone, load_backbone_weights
+
+RUN_KINDS = {
+    "maml": ("maml", "fomaml"),  # test-time adaptation is the same for either order
+    "fomaml": ("maml", "fomaml"),
+    "metasgd": ("metasgd",),
+    "anil": ("anil",),
+    "reptile": ("reptile",),
+    "protonet": ("protonet",),
+}
+BACKBONE_KINDS = ("finetune", "finetune-linear", "finetune-full", "finetune-freeze<L>", "simpleshot")
+KINDS = (*RUN_KINDS, *BACKBONE_KINDS, "scratch")
+
+
+class MethodError(ValueError):
+    """A method spec or checkpoint that cannot be evaluated, with what to do instead."""
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A parsed ``[label=]kind[:checkpoint]``; ``freeze_blocks`` for ``finetune-freeze<L>``."""
+
+    label: str
+    kind: str
+    checkpoint: Path | None = None
+    freeze_blocks: int = 0
+
+    @property
+    def is_finetune(self) -> bool:
+        return self.kind.startswith("finetune")
+
+
+def parse_method(text: str) -> MethodSpec:
+    """Parse one spec, e.g. ``maml:runs/maml``, ``probe=finetune:runs/pretrain/best.pt``, ``scratch``."""
+    label, sep, rest = text.partition("=")
+    if not sep:
+        label, rest = "", text
+    kind, _, path = rest.partition(":")
+    kind = kind.strip()
+    freeze = 0
+    match = re.fullmatch(r"finetune-freeze(\d+)", kind)
+    if match:
+        freeze = int(match.group(1))
+        if freeze < 1:
+            raise MethodError(f"method {text!r}: freeze at least one block (finetune-freeze1, -freeze2, ...)")
+    elif kind not in KINDS:
+        close = difflib.get_close_matches(kind, KINDS, n=1, cutoff=0.5)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise MethodError(
+            f"method {text!r}: unknown kind {kind!r}; {hint}kinds are {', '.join(KINDS)} "
+            "(written [label=]kind[:checkpoint])"
+        )
+    if kind == "scratch" and path:
+        raise MethodError(f"method {text!r}: scratch starts from random weights and takes no checkpoint")
+    if kind != "scratch" and not path:
+        what = (
+            "a run directory or checkpoint of that learner"
+            if kind in RUN_KINDS
+            else "a pretrained checkpoint"
+        )
+        raise MethodError(f"method {text!r}: {kind} needs {what}, e.g. {kind}:runs/<name>/best.pt")
+    if kind == "finetune-linear":
+        kind = "finetune"
+    default_label = kind if not path else f"{kind}:{path}"
+    return MethodSpec(label.strip() or default_label, kind, Path(path) if path else None, freeze)
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """A checkpoint file: ``path`` itself, or a run directory's ``best.pt`` (else ``last.pt``)."""
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / name).is_file():
+                return path / name
+        raise MethodError(f"{str(path)!r} has no best.pt or last.pt; is it a finished fewshot run directory?")
+    if not path.is_file():
+        raise MethodError(
+            f"checkpoint {str(path)!r} not found; train one with python -m fewshot.train <learner>, "
+            "or give the path of a run directory or .pt file"
+        )
+    return path
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What building a method needs to know about the evaluation."""
+
+    channels: int
+    image_size: int
+    backbone: str  # model.backbone for scratch and for checkpoints that do not say
+    finetune: DictConfig  # the evaluation's ``finetune`` group
+    seed: int
+    evaluated: ImageSet  # the classes evaluated on (checked against each run's training classes)
+    base: ImageSet | None = None  # base classes, for SimpleShot's mean feature
+    device: torch.device = torch.device("cpu")
+
+
+def build_method(spec: MethodSpec, ctx: BuildContext) -> Learner:
+    """The :class:`Learner` that ``spec`` describes, on ``ctx.device``, in eval mode."""
+    if spec.kind == "scratch":
+        torch.manual_seed(ctx.seed)
+        backbone = build_backbone(ctx.backbone, ctx.channels, ctx.image_size)
+        learner: Learner = _finetune(backbone, ctx, mode="full", batch_norm="batch")
+        return learner.to(ctx.device).eval()
+    path = resolve_checkpoint(spec.checkpoint)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    config = state.get("config") if isinstance(state, dict) else None
+    if config is not None:
+        _check_unseen(spec, path, ctx.evaluated)
+    if spec.kind in RUN_KINDS:
+        learner = _from_run(spec, path, state, config, ctx)
+    else:
+        name = config["model"]["backbone"] if config else ctx.backbone
+        backbone = build_backbone(name, ctx.channels, ctx.image_size)
+        try:
+            load_backbone_weights(backbone, path)
+        except ValueError as err:
+            raise MethodError(f"method {spec.label!r}: {err}") from None
+        backbone.to(ctx.device)
+        if spec.kind == "simpleshot":
+            learner = SimpleShot(backbone, _mean_feature(backbone, ctx.base, ctx.device))
+        elif spec.kind == "finetune-full":
+            learner = _finetune(backbone, ctx, mode="full")
+        elif spec.freeze_blocks:
+            n_blocks = len(backbone.blocks)
+            if spec.freeze_blocks > n_blocks:
+                raise MethodError(
+                    f"method {spec.label!r}: {name} has {n_blocks} blocks; freeze 1 to {n_blocks} of them"
+                )
+            learner = _finetune(backbone, ctx, mode="partial", freeze_blocks=spec.freeze_blocks)
+        else:
+            learner = _finetune(backbone, ctx, mode="linear")
+    return learner.to(ctx.device).eval()
+
+
+def _finetune(backbone: torch.nn.Module, ctx: BuildContext, **kwargs: Any) -> FineTune:
+    f = ctx.finetune
+    return FineTune(
+        backbone,
+        head=f.head,
+        lr=f.lr,
+        backbone_lr=f.backbone_lr,
+        momentum=f.momentum,
+        weight_decay=f.weight_decay,
+        epochs=f.epochs,
+        batch_size=f.batch_size,
+        seed=ctx.seed,
+        **kwargs,
+    )
+
+
+def _from_run(spec: MethodSpec, path: Path, state: Any, config: dict | None, ctx: BuildContext) -> Learner:
+    """A meta-trained learner rebuilt from its run's saved config and weights."""
+    from fewshot.train import build_learner  # the training recipe owns how a learner is built
+
+    if config is None or "learner" not in config:
+        raise MethodError(
+            f"method {spec.label!r}: {str(path)!r} is not a fewshot training checkpoint (it has no "
+            "config); use finetune:/simpleshot: for a bare backbone state_dict"
+        )
+    trained = config["learner"]
+    if trained not in RUN_KINDS[spec.kind]:
+        fix = f"{trained}:{spec.checkpoint}" if trained in RUN_KINDS else f"finetune:{spec.checkpoint}"
+        raise MethodError(
+            f"method {spec.label!r}: {str(path)!r} is a {trained} checkpoint; write it as {fix}"
+        )
+    cfg = OmegaConf.create(config)
+    cfg.model.pretrained = None  # the run's own weights follow
+    learner = build_learner(cfg, ctx.channels, ctx.image_size, n_base=1)
+    try:
+        learner.load_state_dict(state["model"])
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise MethodError(
+            f"method {spec.label!r}: the weights in {str(path)!r} do not fit {ctx.channels}-channel "
+            f"{ctx.image_size}x{ctx.image_size} images ({first}); evaluate on data like the training "
+            "data (data.image_size, data.channels)"
+        ) from None
+    return learner
+
+
+def _check_unseen(spec: MethodSpec, path: Path, evaluated: ImageSet) -> None:
+    """Refuse to score a run on classes it was trained on (its run directory's split.json)."""
+    manifest_path = path.parent / "split.json"
+    if not manifest_path.is_file():
+        return
+    trained_on = set(load_manifest(manifest_path)["splits"].get("base", []))
+    seen = [c for c in evaluated.class_names if c in trained_on]
+    if seen:
+        raise MethodError(
+            f"method {spec.label!r}: {len(seen)} of the evaluated classes (e.g. {seen[0]!r}) are base "
+            f"classes that {str(path)!r} was trained on; evaluate on its novel classes with "
+            f"data.split.manifest={manifest_path} split=novel"
+        )
+
+
+@torch.no_grad()
+def _mean_feature(
+    backbone: torch.nn.Module, base: ImageSet | None, device: torch.device
+) -> torch.Tensor | None:
+    """SimpleShot's centring vector: the mean backbone feature of the base-class images."""
+    if base is None:
+        return None
+    backbone.eval()
+    total = torch.zeros(backbone.feature_dim, dtype=torch.float64, device=device)
+    for rows in torch.arange(len(base.images)).split(1024):
+        x = base.images[rows].to(device, torch.float32).div_(255)
+        total += backbone(x).sum(0).double()
+    return (total / len(base.images)).float()

@@ -1,0 +1,284 @@
+"""The evaluator: identical episodes, statistics, the report, method specs and their errors."""
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fewshot import EpisodeSampler, FineTune, Learner, Setting, SimpleShot, compare
+from fewshot.data import make_split
+from fewshot.evaluate import main
+from fewshot.evaluation import MethodError, parse_method, query_metrics, save_report
+from fewshot.evaluation.report import FILES
+from fewshot.models import build_backbone
+from fewshot.train import main as train_main
+
+
+class Spy(Learner):
+    """Predicts from pixel means and records every support and query set it is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def adapt_batch(self, support_x, support_y):
+        self.seen.append(support_x.clone())
+
+        def predict(query_x):
+            self.seen.append(query_x.clone())
+            return query_x.flatten(2)[..., : int(support_y.max()) + 1]
+
+        return predict
+
+
+def test_every_method_sees_the_same_episodes(small_synthetic):
+    a, b = Spy(), Spy()
+    compare({"a": a, "b": b}, small_synthetic, ["5w1s", "3w2s"], q_query=2, episodes=7, batch_episodes=3)
+    assert len(a.seen) == len(b.seen) == 2 * 3 * 2  # settings x chunks x (support, query)
+    for x, y in zip(a.seen, b.seen, strict=True):
+        assert torch.equal(x, y)
+    expected = EpisodeSampler(small_synthetic, 5, 1, 2, seed=0).batch(range(3))
+    assert torch.equal(a.seen[0], expected.support_x) and torch.equal(a.seen[1], expected.query_x)
+
+
+def test_query_metrics_by_hand():
+    labels = torch.tensor([[0, 0, 1, 1, 2, 2]])
+    predicted = torch.tensor([[0, 1, 1, 1, 0, 0]])  # class 2 is never predicted
+    m = {k: float(v) for k, v in query_metrics(F.one_hot(predicted, 3).float(), labels).items()}
+    # per class: precision 1/3, 2/3, 0; recall 1/2, 1, 0; F1 2/5, 4/5, 0
+    assert m["accuracy"] == pytest.approx(3 / 6)
+    assert m["precision"] == pytest.approx((1 / 3 + 2 / 3 + 0) / 3)
+    assert m["recall"] == pytest.approx((1 / 2 + 1 + 0) / 3)
+    assert m["f1"] == pytest.approx((2 / 5 + 4 / 5 + 0) / 3)
+
+
+def test_confidence_interval_and_paired_test_by_hand(small_synthetic):
+    scipy_stats = pytest.importorskip("scipy.stats")
+    torch.manual_seed(0)
+    backbone = build_backbone("conv4")
+    methods = {"one": FineTune(backbone, epochs=2), "two": SimpleShot(backbone)}
+    result = compare(
+        methods, small_synthetic, ["5w1s"], q_query=3, episodes=30, baseline="one", progress=False
+    )
+    setting = Setting(5, 1)
+    acc = result.scores["5w1s"]["two"].metrics["accuracy"].tolist()
+    n = len(acc)
+    mean = sum(acc) / n
+    sd = math.sqrt(sum((a - mean) ** 2 for a in acc) / (n - 1))
+    ci = result.summary("two", setting)["accuracy"]
+    assert ci.mean == pytest.approx(mean)
+    assert ci.half_width == pytest.approx(2.045229642132703 * sd / math.sqrt(n), rel=1e-9)  # t_{0.975, 29}
+    base = result.scores["5w1s"]["one"].metrics["accuracy"].numpy()
+    diff = result.paired("two", setting)
+    expected = scipy_stats.ttest_rel(result.scores["5w1s"]["two"].metrics["accuracy"].numpy(), base)
+    assert diff.t == pytest.approx(expected.statistic, rel=1e-9)
+    assert diff.p_value == pytest.approx(expected.pvalue, rel=1e-6)
+
+
+def _pretrained_backbone(dataset, steps=80):
+    """A Conv-4 briefly trained to classify the classes of ``dataset``."""
+    torch.manual_seed(0)
+    backbone = build_backbone("conv4")
+    head = torch.nn.Linear(backbone.feature_dim, dataset.num_classes)
+    opt = torch.optim.Adam([*backbone.parameters(), *head.parameters()], lr=3e-3)
+    labels = torch.repeat_interleave(torch.arange(dataset.num_classes), dataset.counts)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        rows = torch.randint(0, len(labels), (64,), generator=g)
+        loss = F.cross_entropy(head(backbone(dataset.images[rows].float() / 255)), labels[rows])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return backbone.eval()
+
+
+def test_a_trained_model_wins_and_identical_methods_do_not(small_synthetic):
+    split = make_split(small_synthetic, {"base": 3, "novel": 2}, by="group", seed=0)
+    base, novel = (small_synthetic.subset(split["splits"][k]) for k in ("base", "novel"))
+    torch.manual_seed(1)
+    untrained = build_backbone("conv4").eval()
+    methods = {
+        "untrained": SimpleShot(untrained),
+        "trained": SimpleShot(_pretrained_backbone(base)),
+        "untrained-again": SimpleShot(untrained),
+    }
+    result = compare(methods, novel, ["5w1s"], q_query=5, episodes=100, baseline="untrained", progress=False)
+    setting = Setting(5, 1)
+    won = result.paired("trained", setting)
+    assert won.mean > 0 and won.p_value < 0.05 and result.verdict("trained", setting) == "better"
+    same = result.paired("untrained-again", setting)
+    assert same.mean == 0 and same.p_value == 1.0
+    assert result.verdict("untrained-again", setting) == "no significant difference"
+    # two linear probes that differ only in their seed: no significant difference either
+    probes = {
+        "seed 1": FineTune(untrained, epochs=5, seed=1),
+        "seed 2": FineTune(untrained, epochs=5, seed=2),
+    }
+    result = compare(probes, novel, ["5w1s"], q_query=5, episodes=100, baseline="seed 1", progress=False)
+    assert result.paired("seed 2", setting).p_value > 0.05
+
+
+def test_out_of_memory_halves_the_batch(small_synthetic):
+    class Tight(Spy):
+        def adapt_batch(self, support_x, support_y):
+            if len(support_x) > 2:
+                raise torch.OutOfMemoryError("pretend")
+            return super().adapt_batch(support_x, support_y)
+
+    a = compare(
+        {"a": Spy()}, small_synthetic, ["5w1s"], q_query=2, episodes=9, batch_episodes=9, progress=False
+    )
+    b = compare(
+        {"a": Tight()}, small_synthetic, ["5w1s"], q_query=2, episodes=9, batch_episodes=9, progress=False
+    )
+    assert torch.equal(a.scores["5w1s"]["a"].metrics["f1"], b.scores["5w1s"]["a"].metrics["f1"])
+
+
+def test_report_files_are_complete_and_parseable(small_synthetic, tmp_path):
+    torch.manual_seed(0)
+    backbone = build_backbone("conv4")
+    methods = {"probe": FineTune(backbone, epochs=2), "centroid": SimpleShot(backbone)}
+    settings = ["5w1s", "5w2s", "3w1s"]
+    result = compare(
+        methods, small_synthetic, settings, q_query=2, episodes=6, baseline="probe", progress=False
+    )
+    paths = save_report(result, tmp_path)
+    assert sorted(paths) == sorted(FILES) and all(p.stat().st_size > 0 for p in paths.values())
+    assert not list(tmp_path.glob(".*.tmp"))  # nothing half-written left behind
+    report = json.loads((tmp_path / "report.json").read_text())
+    rows = list(csv.DictReader((tmp_path / "results.csv").open()))
+    assert len(rows) == len(methods) * len(settings) * 6
+    for key in settings:
+        for m in methods:
+            entry = report["results"][key][m]
+            accs = [float(r["accuracy"]) for r in rows if r["method"] == m and r["setting"] == key]
+            assert entry["accuracy"]["mean"] == pytest.approx(100 * sum(accs) / len(accs), abs=1e-3)
+            assert set(entry) >= {"accuracy", "precision", "recall", "f1", "episodes_per_s", "vs_baseline"}
+        assert report["results"][key]["probe"]["vs_baseline"] is None
+        assert report["results"][key]["centroid"]["vs_baseline"]["verdict"]
+    episodes = json.loads((tmp_path / "episodes.json").read_text())["settings"]["5w2s"]["episodes"]
+    sampler = EpisodeSampler(small_synthetic, 5, 2, 2, seed=0)
+    first = sampler.indices(0)
+    names = [small_synthetic.class_names[c] for c in first.classes.tolist()]
+    assert episodes[0]["classes"] == names and len(episodes) == 6
+    rows0 = (first.support.view(5, 2) - small_synthetic.offsets[first.classes][:, None]).tolist()
+    assert episodes[0]["support"] == rows0
+    markdown = (tmp_path / "report.md").read_text()
+    assert all(m in markdown for m in methods) and "5-way 2-shot" in markdown
+    image = pytest.importorskip("matplotlib.pyplot").imread(tmp_path / "accuracy.png")
+    assert image.shape[0] > 100 and image.shape[1] > 200
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("mamll:runs/x", "did you mean 'maml'"),
+        ("maml", "maml needs a run directory"),
+        ("scratch:runs/x", "takes no checkpoint"),
+        ("finetune-freeze0:runs/x", "at least one block"),
+    ],
+)
+def test_bad_method_specs_are_explained(spec, message):
+    with pytest.raises(MethodError, match=message):
+        parse_method(spec)
+
+
+def test_method_specs_parse():
+    assert parse_method("scratch").label == "scratch"
+    spec = parse_method("probe=finetune-freeze2:runs/p/best.pt")
+    assert (spec.label, spec.kind, spec.freeze_blocks, str(spec.checkpoint)) == (
+        "probe",
+        "finetune-freeze2",
+        2,
+        "runs/p/best.pt",
+    )
+    assert parse_method("finetune-linear:x").kind == "finetune"
+    assert Setting.parse("20w5s") == Setting(20, 5)
+    with pytest.raises(ValueError, match="<N>w<K>s"):
+        Setting.parse("5way1shot")
+
+
+TINY_DATA = ["data.num_classes=200"]
+TINY_TRAIN = [
+    *TINY_DATA,
+    "task.meta_batch=2",
+    "task.q_query=2",
+    "train.steps=2",
+    "train.val_every=2",
+    "train.val_episodes=3",
+    "train.batch_size=8",
+    "summary.episodes=0",
+    "train.quiet=true",
+]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Tiny pretrain, MAML and ProtoNet runs on the 200-class synthetic set."""
+    out = tmp_path_factory.mktemp("runs")
+    for learner in ("pretrain", "maml", "protonet"):
+        train_main([learner, *TINY_TRAIN, f"train.out_dir={out}"])
+    return out
+
+
+def _evaluate(tmp_path, *overrides):
+    main(
+        [
+            *TINY_DATA,
+            "settings=[5w1s,10w2s]",
+            "q_query=2",
+            "episodes=4",
+            "finetune.epochs=2",
+            "quiet=true",
+            f"out_dir={tmp_path}",
+            *overrides,
+        ]
+    )
+
+
+def test_cli_evaluates_every_kind_and_repeats_itself(runs, tmp_path, capsys):
+    methods = (
+        f"methods=[maml:{runs}/maml,protonet:{runs}/protonet,probe=finetune:{runs}/pretrain,"
+        f"finetune-freeze2:{runs}/pretrain/best.pt,finetune-full:{runs}/pretrain,"
+        f"simpleshot:{runs}/pretrain,scratch]"
+    )
+    _evaluate(tmp_path, methods, "name=a")
+    out = capsys.readouterr().out
+    assert "Paired difference from probe" in out and "| scratch |" in out
+    _evaluate(tmp_path, methods, "name=b")
+    first, second = (json.loads((tmp_path / n / "report.json").read_text()) for n in ("a", "b"))
+    assert first["baseline"] == "probe" and len(first["methods"]) == 7
+    for key in ("5w1s", "10w2s"):
+        for m in first["methods"]:
+            assert first["results"][key][m]["accuracy"] == second["results"][key][m]["accuracy"]
+    assert (tmp_path / "a" / "split.json").is_file() and (tmp_path / "a" / "config.yaml").is_file()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["methods=[maml:{runs}/nowhere.pt]"], "not found"),
+        (["methods=[maml:{tmp}]"], "has no best.pt or last.pt"),
+        (["methods=[maml:{runs}/pretrain]"], "is a pretrain checkpoint; write it as finetune:"),
+        (["methods=[protonet:{runs}/maml]"], "is a maml checkpoint; write it as maml:"),
+        (["methods=[finetune-freeze9:{runs}/pretrain]"], "freeze 1 to 4"),
+        (["methods=[scratch,scratch]"], "appear twice"),
+        (["methods=[scratch]", "baseline=probe"], "not a method label"),
+        (["methods=[scratch]", "settings=[5way]"], "<N>w<K>s"),
+        (["methods=[scratch]", "settings=[50w1s]"], "n_way=50 but the dataset has only 40 classes"),
+        (["methods=[maml:{runs}/maml]", "split=base"], "base classes that"),
+        (["methodz=[scratch]"], "did you mean 'methods'"),
+        ([], "no methods to evaluate"),
+    ],
+)
+def test_cli_errors_name_the_problem_and_write_nothing(runs, tmp_path, capsys, overrides, message):
+    overrides = [o.format(runs=runs, tmp=tmp_path) for o in overrides]
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        _evaluate(out, *overrides)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
