@@ -15,7 +15,9 @@ that names the key and suggests the closest valid one.
 
 from __future__ import annotations
 
+import argparse
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,6 +175,18 @@ def describe_groups(config_dir: Path = CONFIG_DIR) -> str:
     return ", ".join(f"{g}={{{','.join(c)}}}" for g, c in groups(config_dir).items())
 
 
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--print-config`` and ``--config FILE`` (repeatable), shared by the command-line recipes."""
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="extra YAML merged after the built-in config, before overrides (repeatable)",
+    )
+
+
 def _all_keys(node: Any, prefix: str = "") -> list[str]:
     keys = []
     for k, v in node.items():
@@ -202,25 +216,36 @@ def _merge(cfg: DictConfig, other: Any, schema: DictConfig, where: str) -> DictC
 
 
 def load_config(
-    learner: str, overrides: list[str] | tuple[str, ...] = (), config_dir: Path = CONFIG_DIR
+    learner: str,
+    overrides: list[str] | tuple[str, ...] = (),
+    config_dir: Path = CONFIG_DIR,
+    files: Sequence[str | Path] = (),
 ) -> DictConfig:
-    """The resolved configuration of ``learner`` with command-line ``overrides`` applied."""
+    """The resolved configuration of ``learner`` with command-line ``overrides`` applied.
+
+    ``files`` are extra YAML files (an experiment's configs, ``--config``) merged after
+    ``configs/<learner>.yaml`` and before the overrides.
+    """
     if learner not in LEARNERS:
         close = difflib.get_close_matches(learner, LEARNERS, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(f"unknown learner {learner!r}{hint}; choose one of {', '.join(LEARNERS)}")
-    cfg = _compose(Config, learner, [f"learner={learner}", *overrides], config_dir)
+    cfg = _compose(Config, learner, [f"learner={learner}", *overrides], config_dir, files)
     _check(cfg)
     return cfg
 
 
 def load_eval_config(
-    overrides: list[str] | tuple[str, ...] = (), config_dir: Path = CONFIG_DIR, check: bool = True
+    overrides: list[str] | tuple[str, ...] = (),
+    config_dir: Path = CONFIG_DIR,
+    check: bool = True,
+    files: Sequence[str | Path] = (),
 ) -> DictConfig:
     """The resolved ``configs/evaluate.yaml`` with command-line ``overrides`` applied.
 
     ``methods`` and ``settings`` take a list (``methods=[a,b]``) or comma-separated values.
-    ``check=False`` skips the value checks (to print a config that is not complete yet).
+    ``check=False`` skips the value checks (to print a config that is not complete yet);
+    ``files`` as in :func:`load_config`.
     """
     listed = []
     for item in overrides:
@@ -228,22 +253,32 @@ def load_eval_config(
         if key in ("methods", "settings") and not value.startswith("["):
             item = f"{key}=[{value}]"
         listed.append(item)
-    cfg = _compose(EvalConfig, "evaluate", listed, config_dir)
+    cfg = _compose(EvalConfig, "evaluate", listed, config_dir, files)
     if check:
         _check_eval(cfg)
     return cfg
 
 
 def _compose(
-    schema_type: type, name: str, overrides: list[str] | tuple[str, ...], config_dir: Path
+    schema_type: type,
+    name: str,
+    overrides: list[str] | tuple[str, ...],
+    config_dir: Path,
+    files: Sequence[str | Path] = (),
 ) -> DictConfig:
-    """Schema defaults, then the chosen groups, then ``configs/<name>.yaml``, then overrides."""
+    """Schema defaults, then the chosen groups, then ``configs/<name>.yaml``, then ``files``,
+    then overrides. A file's ``defaults`` list chooses groups like the command line does."""
     schema = OmegaConf.structured(schema_type)
     OmegaConf.set_struct(schema, True)
-    own = OmegaConf.load(config_dir / f"{name}.yaml")
+    layers = [(f"{name}.yaml", OmegaConf.load(config_dir / f"{name}.yaml"))]
+    for file in files:
+        if not Path(file).is_file():
+            raise ConfigError(f"config file {str(file)!r} not found")
+        layers.append((str(file), OmegaConf.load(file)))
     chosen: dict[str, str] = {}
-    for entry in own.pop("defaults", []) or []:
-        chosen.update(dict(entry))
+    for _, layer in layers:
+        for entry in layer.pop("defaults", []) or []:
+            chosen.update(dict(entry))
     available = groups(config_dir)
     dotlist = []
     for item in overrides:
@@ -265,7 +300,8 @@ def _compose(
             schema,
             f"{group}/{choice}.yaml",
         )
-    cfg = _merge(cfg, own, schema, f"{name}.yaml")
+    for where, layer in layers:
+        cfg = _merge(cfg, layer, schema, where)
     return _merge(cfg, OmegaConf.from_dotlist(dotlist), schema, "the command line")
 
 

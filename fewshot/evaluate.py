@@ -14,8 +14,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from fewshot.config import ConfigError, describe_groups, load_eval_config
-from fewshot.data import EpisodeSampler, save_manifest
+from fewshot.config import ConfigError, add_config_arguments, describe_groups, load_eval_config
+from fewshot.data import save_manifest
 from fewshot.evaluation import (
     KINDS,
     BuildContext,
@@ -52,7 +52,7 @@ def evaluate(cfg: DictConfig) -> tuple[Path, Comparison]:
     splits, manifest = load_splits(cfg.data, required=(cfg.split,))
     evaluated = splits[cfg.split]
     for s in settings:  # enough classes and images for every setting, before anything is written
-        EpisodeSampler(evaluated, s.n_way, s.k_shot, cfg.q_query, cfg.seed)
+        s.sampler(evaluated, cfg.q_query, cfg.seed)
     channels, size = evaluated.image_shape[0], evaluated.image_shape[1]
     base = splits.get("base") if cfg.split != "base" else None
     ctx = BuildContext(channels, size, cfg.model.backbone, cfg.finetune, cfg.seed, evaluated, base, device)
@@ -94,10 +94,10 @@ def main(argv: list[str] | None = None) -> None:
         "settings=[5w1s,5w5s] episodes=600",
     )
     parser.add_argument("overrides", nargs="*", help="group=choice or key=value")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    args = parser.parse_args(argv)
+    add_config_arguments(parser)
+    args = parser.parse_intermixed_args(argv)
     try:
-        cfg = load_eval_config(args.overrides, check=not args.print_config)
+        cfg = load_eval_config(args.overrides, check=not args.print_config, files=args.config)
         if args.print_config:
             print(OmegaConf.to_yaml(cfg), end="")
             return

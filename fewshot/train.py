@@ -22,7 +22,14 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from fewshot.config import LEARNERS, ConfigError, describe_groups, load_config, resume_config
+from fewshot.config import (
+    LEARNERS,
+    ConfigError,
+    add_config_arguments,
+    describe_groups,
+    load_config,
+    resume_config,
+)
 from fewshot.data import (
     EpisodeSampler,
     ImageSet,
@@ -206,7 +213,8 @@ def train(cfg: DictConfig) -> Path:
     torch.manual_seed(cfg.train.seed)
     pretrain = cfg.learner == "pretrain"
 
-    splits, manifest = load_splits(cfg.data)
+    summary = not pretrain and cfg.summary.episodes > 0  # the closing meta-test needs novel classes
+    splits, manifest = load_splits(cfg.data, required=("base", "val", "novel")[: 3 if summary else 2])
     save_manifest(manifest, run_dir / "split.json")
     channels, size = splits["base"].image_shape[0], splits["base"].image_shape[1]
     learner = build_learner(cfg, channels, size, splits["base"].num_classes).to(device)
@@ -319,7 +327,7 @@ def train(cfg: DictConfig) -> Path:
     log.close()
     if board is not None:
         board.close()
-    if not pretrain and cfg.summary.episodes > 0:
+    if summary:
         summarize(cfg, learner, splits["novel"], device, run_dir)
     return run_dir
 
@@ -375,8 +383,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("learner", choices=LEARNERS, metavar="learner", help=", ".join(LEARNERS))
     parser.add_argument("overrides", nargs="*", help="group=choice or key=value")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    args = parser.parse_args(argv)
+    add_config_arguments(parser)
+    args = parser.parse_intermixed_args(argv)
     try:
         resume = [o.split("=", 1)[1] for o in args.overrides if o.startswith("train.resume=")]
         if resume:
@@ -385,7 +393,7 @@ def main(argv: list[str] | None = None) -> None:
             if cfg.learner != args.learner:
                 raise ConfigError(f"{resume[-1]} is a {cfg.learner} run, not {args.learner}")
         else:
-            cfg = load_config(args.learner, args.overrides)
+            cfg = load_config(args.learner, args.overrides, files=args.config)
         if args.print_config:
             print(OmegaConf.to_yaml(cfg), end="")
             return

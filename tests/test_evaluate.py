@@ -141,7 +141,7 @@ def test_report_files_are_complete_and_parseable(small_synthetic, tmp_path):
     torch.manual_seed(0)
     backbone = build_backbone("conv4")
     methods = {"probe": FineTune(backbone, epochs=2), "centroid": SimpleShot(backbone)}
-    settings = ["5w1s", "5w2s", "3w1s"]
+    settings = ["5w1s", "5w2s", "3w1s", "3w1s-within"]
     result = compare(
         methods, small_synthetic, settings, q_query=2, episodes=6, baseline="probe", progress=False
     )
@@ -166,6 +166,8 @@ def test_report_files_are_complete_and_parseable(small_synthetic, tmp_path):
     assert episodes[0]["classes"] == names and len(episodes) == 6
     rows0 = (first.support.view(5, 2) - small_synthetic.offsets[first.classes][:, None]).tolist()
     assert episodes[0]["support"] == rows0
+    within = json.loads((tmp_path / "episodes.json").read_text())["settings"]["3w1s-within"]["episodes"]
+    assert all(len({c.split("/")[0] for c in ep["classes"]}) == 1 for ep in within), "one group each"
     markdown = (tmp_path / "report.md").read_text()
     assert all(m in markdown for m in methods) and "5-way 2-shot" in markdown
     image = pytest.importorskip("matplotlib.pyplot").imread(tmp_path / "accuracy.png")
@@ -197,6 +199,8 @@ def test_method_specs_parse():
     )
     assert parse_method("finetune-linear:x").kind == "finetune"
     assert Setting.parse("20w5s") == Setting(20, 5)
+    assert Setting.parse("20w1s-within") == Setting(20, 1, within_group=True)
+    assert str(Setting(20, 1, True)) == "20-way 1-shot within a group"
     with pytest.raises(ValueError, match="<N>w<K>s"):
         Setting.parse("5way1shot")
 

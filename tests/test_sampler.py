@@ -144,3 +144,17 @@ def test_bad_sizes(small_synthetic, kwargs):
 def test_negative_index(small_synthetic):
     with pytest.raises(ValueError, match="must be >= 0"):
         EpisodeSampler(small_synthetic, 5, 1, 1).episode(-1)
+
+
+def test_within_group_episodes_draw_every_class_from_one_group(small_synthetic):
+    sampler = EpisodeSampler(small_synthetic, 20, 1, 2, seed=5, within_group=True)
+    chosen = set()
+    for i in range(40):
+        groups = {small_synthetic.groups[c] for c in sampler.indices(i).classes.tolist()}
+        assert len(groups) == 1
+        chosen |= groups
+    assert len(chosen) > 1  # the group itself is drawn per episode
+    again = EpisodeSampler(small_synthetic, 20, 1, 2, seed=5, within_group=True)
+    assert torch.equal(sampler.batch(range(7)).query_x, again.batch(range(7)).query_x)
+    with pytest.raises(ValueError, match="largest group has 20 classes"):
+        EpisodeSampler(small_synthetic, 21, 1, 2, within_group=True)

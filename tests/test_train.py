@@ -192,3 +192,16 @@ def test_resume_can_extend_a_run_and_checks_the_learner(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["maml", f"train.resume={tmp_path}/protonet"])
     assert "is a protonet run, not maml" in capsys.readouterr().err
+
+
+def test_config_files_merge_between_the_learner_yaml_and_the_overrides(tmp_path):
+    extra = tmp_path / "study.yaml"
+    extra.write_text("defaults:\n  - model: resnet12\ntask: {n_way: 7, k_shot: 2}\n")
+    cfg = load_config("maml", ["task.k_shot=3"], files=[extra])
+    assert (cfg.model.backbone, cfg.task.n_way, cfg.task.k_shot) == ("resnet12", 7, 3)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("maml", files=[tmp_path / "missing.yaml"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: {n_wya: 3}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml.*did you mean 'task.n_way'|did you mean 'task.n_way'"):
+        load_config("maml", files=[bad])

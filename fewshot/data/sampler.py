@@ -24,6 +24,7 @@ from fewshot.data.imageset import ImageSet
 _GOLDEN = 0x9E3779B97F4A7C15
 _MASK64 = (1 << 64) - 1
 _CLASS_SALT, _IMAGE_SALT, _SLOT_SALT = 0x243F6A8885A308D3, 0x13198A2E03707344, 0xA4093822299F31D0
+_GROUP_SALT = 0x082EFA98EC4E6C89
 
 
 def _fmix(z: np.ndarray) -> np.ndarray:
@@ -105,13 +106,25 @@ class EpisodeSampler:
         k_shot: labelled support images per class.
         q_query: query images per class, disjoint from the support images.
         seed: episode ``i`` depends on ``(seed, i)`` only.
+        within_group: draw all ``n_way`` classes of an episode from one group (e.g. one
+            Omniglot alphabet, the harder original one-shot task); the group is drawn per
+            episode among those with at least ``n_way`` classes.
 
     Raises:
-        ValueError: if a size is not positive, if ``n_way`` exceeds the classes available,
-            or if a class has fewer than ``k_shot + q_query`` images (the error names it).
+        ValueError: if a size is not positive, if ``n_way`` exceeds the classes available
+            (in every group, with ``within_group``), or if a class has fewer than
+            ``k_shot + q_query`` images (the error names it).
     """
 
-    def __init__(self, dataset: ImageSet, n_way: int, k_shot: int, q_query: int, seed: int = 0):
+    def __init__(
+        self,
+        dataset: ImageSet,
+        n_way: int,
+        k_shot: int,
+        q_query: int,
+        seed: int = 0,
+        within_group: bool = False,
+    ):
         for name, value, low in (("n_way", n_way, 1), ("k_shot", k_shot, 1), ("q_query", q_query, 0)):
             if not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -133,6 +146,19 @@ class EpisodeSampler:
             )
         self.dataset = dataset
         self.n_way, self.k_shot, self.q_query, self.seed = n_way, k_shot, q_query, seed
+        self.within_group = within_group
+        if within_group:
+            index = {g: i for i, g in enumerate(dataset.group_names)}
+            group_of = np.array([index[g] for g in dataset.groups], dtype=np.int64)
+            sizes = np.bincount(group_of, minlength=len(index))
+            self._eligible = np.flatnonzero(sizes >= n_way)
+            if len(self._eligible) == 0:
+                raise ValueError(
+                    f"n_way={n_way} within one group, but the largest group has {int(sizes.max())} "
+                    f"classes; lower n_way to at most {int(sizes.max())} or sample across groups"
+                )
+            self._group_of = group_of
+            self._group_salt = _salts(len(self._eligible), _GROUP_SALT)
         self._base = np.uint64(int(_fmix(np.array([seed & _MASK64], dtype=np.uint64))[0]))
         self._offsets = dataset.offsets.numpy()
         self._counts = counts.numpy()
@@ -154,6 +180,9 @@ class EpisodeSampler:
         with np.errstate(over="ignore"):
             key = _fmix(self._base + ep.astype(np.uint64) * np.uint64(_GOLDEN))[:, None]
             class_keys = _fmix(key ^ self._class_salt)  # [B, C]
+            if self.within_group:  # one eligible group per episode; other classes are never chosen
+                group = self._eligible[np.argmin(_fmix(key ^ self._group_salt), axis=1)]  # [B]
+                class_keys[self._group_of[None, :] != group[:, None]] = np.uint64(_MASK64)
             n = self.n_way
             if n < class_keys.shape[1]:
                 smallest = np.argpartition(class_keys, n - 1, axis=1)[:, :n]
@@ -233,5 +262,5 @@ class EpisodeSampler:
     def __repr__(self) -> str:
         return (
             f"EpisodeSampler({self.n_way}-way {self.k_shot}-shot {self.q_query}-query, "
-            f"seed={self.seed}, {self.dataset!r})"
+            f"seed={self.seed}{', within groups' if self.within_group else ''}, {self.dataset!r})"
         )

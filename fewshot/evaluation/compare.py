@@ -25,26 +25,33 @@ from fewshot.stats import MeanCI, PairedDifference, mean_ci, paired_difference
 
 @dataclass(frozen=True, order=True)
 class Setting:
-    """An N-way K-shot setting, written ``"5w1s"``."""
+    """An N-way K-shot setting, written ``"5w1s"``; ``"20w1s-within"`` draws each episode's
+    classes from a single group (one alphabet: the harder original one-shot task)."""
 
     n_way: int
     k_shot: int
+    within_group: bool = False
 
     @classmethod
     def parse(cls, text: str) -> Setting:
-        match = re.fullmatch(r"\s*(\d+)w(\d+)s\s*", str(text))
+        match = re.fullmatch(r"\s*(\d+)w(\d+)s(-within)?\s*", str(text))
         if not match or int(match.group(1)) < 2 or int(match.group(2)) < 1:
             raise ValueError(
-                f"setting {text!r} is not of the form <N>w<K>s with N >= 2 and K >= 1 (e.g. 5w1s, 20w5s)"
+                f"setting {text!r} is not of the form <N>w<K>s[-within] with N >= 2 and K >= 1 "
+                "(e.g. 5w1s, 20w5s, 20w1s-within)"
             )
-        return cls(int(match.group(1)), int(match.group(2)))
+        return cls(int(match.group(1)), int(match.group(2)), bool(match.group(3)))
 
     @property
     def key(self) -> str:
-        return f"{self.n_way}w{self.k_shot}s"
+        return f"{self.n_way}w{self.k_shot}s" + ("-within" if self.within_group else "")
+
+    def sampler(self, dataset: ImageSet, q_query: int, seed: int) -> EpisodeSampler:
+        """The episodes of this setting on ``dataset``."""
+        return EpisodeSampler(dataset, self.n_way, self.k_shot, q_query, seed, within_group=self.within_group)
 
     def __str__(self) -> str:
-        return f"{self.n_way}-way {self.k_shot}-shot"
+        return f"{self.n_way}-way {self.k_shot}-shot" + (" within a group" if self.within_group else "")
 
 
 @dataclass
@@ -129,7 +136,7 @@ def compare(
     if batch_episodes < 1 or episodes < 1:
         raise ValueError("episodes and batch_episodes must be >= 1")
     parsed = [s if isinstance(s, Setting) else Setting.parse(s) for s in settings]
-    samplers = {s: EpisodeSampler(dataset, s.n_way, s.k_shot, q_query, seed) for s in parsed}  # checks first
+    samplers = {s: s.sampler(dataset, q_query, seed) for s in parsed}  # every setting is checked first
     scores: dict[str, dict[str, Scores]] = {s.key: {} for s in parsed}
     for setting, sampler in samplers.items():
         for label, learner in methods.items():

@@ -15,7 +15,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-from fewshot.data import EpisodeSampler
 from fewshot.evaluation.compare import Comparison
 from fewshot.evaluation.metrics import METRICS
 from fewshot.io import atomic_write, atomic_write_json, atomic_write_text
@@ -137,7 +136,7 @@ def episode_manifest(c: Comparison) -> dict[str, Any]:
     data = c.dataset
     settings = {}
     for s in c.settings:
-        sampler = EpisodeSampler(data, s.n_way, s.k_shot, c.q_query, c.seed)
+        sampler = s.sampler(data, c.q_query, c.seed)
         listed = []
         for i in range(c.episodes):
             ep = sampler.indices(i)
@@ -151,21 +150,27 @@ def episode_manifest(c: Comparison) -> dict[str, Any]:
                     "query": query,
                 }
             )
-        settings[s.key] = {"n_way": s.n_way, "k_shot": s.k_shot, "q_query": c.q_query, "episodes": listed}
+        settings[s.key] = {
+            "n_way": s.n_way,
+            "k_shot": s.k_shot,
+            "within_group": s.within_group,
+            "q_query": c.q_query,
+            "episodes": listed,
+        }
     return {"seed": c.seed, "settings": settings}
 
 
 def plot_png(c: Comparison) -> bytes:
-    """Accuracy against shots, one panel per N-way, with 95% CI error bars per method."""
+    """Accuracy against shots, one panel per N-way (and within-group N-way), with 95% CI bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ways = sorted({s.n_way for s in c.settings})
-    fig, axes = plt.subplots(1, len(ways), figsize=(4.5 * len(ways), 3.8), squeeze=False)
-    for ax, n in zip(axes[0], ways, strict=True):
-        shown = sorted(s for s in c.settings if s.n_way == n)
+    panels = sorted({(s.n_way, s.within_group) for s in c.settings})
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False)
+    for ax, (n, within) in zip(axes[0], panels, strict=True):
+        shown = sorted(s for s in c.settings if (s.n_way, s.within_group) == (n, within))
         for m in c.methods:
             acc = [c.summary(m, s)["accuracy"] for s in shown]
             ax.errorbar(
@@ -176,7 +181,7 @@ def plot_png(c: Comparison) -> bytes:
                 capsize=3,
                 label=m,
             )
-        ax.set_title(f"{n}-way, {c.episodes} episodes")
+        ax.set_title(f"{n}-way{' within a group' if within else ''}, {c.episodes} episodes")
         ax.set_xlabel("shots per class (K)")
         ax.set_xticks([s.k_shot for s in shown])
         ax.set_ylabel("accuracy (%), 95% CI")

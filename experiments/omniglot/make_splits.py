@@ -1,0 +1,50 @@
+"""Write the study's two class manifests (lists of character names, no images).
+
+* ``small1_split.json``: the characters of images_background_small1, 116 for training
+  (``base``, rotated into 464 classes by the configs) and 20 held out for validation
+  (``val``), by class, seed 0.
+* ``small2_novel.json``: the characters of images_background_small2 whose alphabet is
+  not in small1 (``novel``). small2 shares its Greek and Latin alphabets with small1, and
+  those 50 characters are byte-identical drawings; they are listed as ``seen_in_small1``
+  and never evaluated.
+
+    python experiments/omniglot/make_splits.py [--data ../shared/data/omniglot]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fewshot.data import load_omniglot, make_split, save_manifest
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default=str(HERE.parents[2] / "shared/data/omniglot"))
+    parser.add_argument("--out", default=str(HERE))
+    args = parser.parse_args()
+    small1 = load_omniglot(Path(args.data) / "images_background_small1.zip")
+    small2 = load_omniglot(Path(args.data) / "images_background_small2.zip")
+    split = make_split(small1, {"base": small1.num_classes - 20, "val": 20}, by="class", seed=0)
+    save_manifest(split, Path(args.out) / "small1_split.json")
+    seen = set(small1.group_names)
+    novel = {
+        "by": "group",
+        "seed": None,
+        "sizes": None,
+        "splits": {
+            "novel": [c for c, g in zip(small2.class_names, small2.groups, strict=True) if g not in seen],
+            "seen_in_small1": [c for c, g in zip(small2.class_names, small2.groups, strict=True) if g in seen],
+        },
+    }
+    save_manifest(novel, Path(args.out) / "small2_novel.json")
+    counts = {k: len(v) for k, v in novel["splits"].items()}
+    print(f"small1: {len(split['splits']['base'])} base, {len(split['splits']['val'])} val characters")
+    print(f"small2: {counts['novel']} novel characters, {counts['seen_in_small1']} also in small1 (not used)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# The Omniglot study end to end: class manifests, every training run, one evaluation.
+#
+#   bash experiments/omniglot/run.sh [--quick] [--out DIR] [--data DIR] [--only NAME ...]
+#
+# --out   run directory root (default runs/omniglot; --quick: runs/omniglot-quick)
+# --data  folder holding images_background_small1.zip and _small2.zip (default ../shared/data/omniglot)
+# --quick every run for a few steps and a few episodes: the whole pipeline in a few minutes
+# --only  train just the named runs (repeatable), then evaluate whatever runs exist
+#
+# A run directory that exists is resumed (a finished run is left as it is), so the script can be
+# stopped and started again. The class manifests (make_splits.py) are written to <out> and used
+# from there; wall-clock seconds per step go to <out>/timings.tsv; the evaluation goes to
+# <out>/eval. The full study copies its report and manifests into experiments/omniglot/.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+EXP=experiments/omniglot
+QUICK=0 OUT="" DATA=../shared/data/omniglot ONLY=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    --out) OUT="$2"; shift ;;
+    --data) DATA="$2"; shift ;;
+    --only) ONLY+=("$2"); shift ;;
+    *) echo "unknown option $1 (see the header of $0)" >&2; exit 2 ;;
+  esac
+  shift
+done
+for zip in images_background_small1.zip images_background_small2.zip; do
+  [[ -f "$DATA/$zip" ]] || { echo "error: $DATA/$zip not found; pass --data <folder with the Omniglot zips>" >&2; exit 2; }
+done
+if [[ $QUICK == 1 ]]; then
+  OUT="${OUT:-runs/omniglot-quick}"
+  TRAIN_EXTRA=(train.steps=2 train.val_every=2 train.val_episodes=2 task.meta_batch=2 task.q_query=2
+               train.batch_size=16 inner.test_steps=1)
+  EVAL_EXTRA=(episodes=2 batch_episodes=2 q_query=2 finetune.epochs=1 name=eval)
+else
+  OUT="${OUT:-runs/omniglot}"
+  TRAIN_EXTRA=()
+  EVAL_EXTRA=(name=eval)
+fi
+mkdir -p "$OUT"
+
+timed() {  # timed <label> <command...>: run, and append "label<TAB>seconds" to timings.tsv
+  local label="$1" start=$SECONDS
+  shift
+  "$@"
+  printf '%s\t%s\n' "$label" "$((SECONDS - start))" >> "$OUT/timings.tsv"
+}
+
+wanted() { [[ ${#ONLY[@]} == 0 ]] || [[ " ${ONLY[*]} " == *" $1 "* ]]; }
+
+train() {  # train <run name> <learner> <config> [overrides...]
+  local name="$1" learner="$2" config="$3"
+  shift 3
+  wanted "$name" || return 0
+  if [[ -d "$OUT/$name" ]]; then
+    [[ -f "$OUT/$name/last.pt" ]] || { echo "error: $OUT/$name exists but has no last.pt; remove it" >&2; exit 2; }
+    timed "$name" python -m fewshot.train "$learner" "train.resume=$OUT/$name" train.quiet=true
+  else
+    timed "$name" python -m fewshot.train "$learner" --config "$EXP/base.yaml" --config "$EXP/$config.yaml" \
+      "data.root=$DATA/images_background_small1.zip" "data.split.manifest=$OUT/small1_split.json" \
+      "train.out_dir=$OUT" "train.name=$name" \
+      train.quiet=true "$@" "${TRAIN_EXTRA[@]}"
+  fi
+}
+
+python "$EXP/make_splits.py" --data "$DATA" --out "$OUT"
+PRE="model.pretrained=$OUT/pretrain/best.pt"
+train pretrain pretrain pretrain
+train protonet protonet protonet
+train maml maml maml
+train maml-pretrained maml maml "$PRE"
+train fomaml fomaml fomaml
+train fomaml-pretrained fomaml fomaml "$PRE"
+train reptile reptile reptile
+train reptile-pretrained reptile reptile "$PRE"
+
+methods=()
+for run in maml maml-pretrained fomaml fomaml-pretrained reptile reptile-pretrained protonet; do
+  kind="${run%-pretrained}"
+  [[ -f "$OUT/$run/best.pt" ]] && methods+=("$run=$kind:$OUT/$run")
+done
+if [[ -f "$OUT/pretrain/best.pt" ]]; then
+  methods+=("linear-probe=finetune:$OUT/pretrain" "last-block=finetune-freeze3:$OUT/pretrain"
+            "full-finetune=finetune-full:$OUT/pretrain" "simpleshot=simpleshot:$OUT/pretrain")
+fi
+methods+=(scratch)
+rm -rf "$OUT/eval"
+list=$(IFS=,; echo "${methods[*]}")
+timed evaluate python -m fewshot.evaluate --config "$EXP/evaluate.yaml" \
+  "data.root=$DATA/images_background_small2.zip" "data.split.manifest=$OUT/small2_novel.json" \
+  "methods=[$list]" "out_dir=$OUT" quiet=true "${EVAL_EXTRA[@]}"
+if [[ $QUICK == 0 ]]; then
+  mkdir -p "$EXP/results"
+  cp "$OUT/eval/report.md" "$OUT/eval/report.json" "$OUT/eval/results.csv" "$OUT/eval/accuracy.png" \
+     "$OUT/timings.tsv" "$EXP/results/"
+  cp "$OUT/small1_split.json" "$OUT/small2_novel.json" "$EXP/"
+fi
+echo "study done: $OUT/eval/report.md"

@@ -1,0 +1,31 @@
+"""The Omniglot study's quick mode runs end to end on the real data (skipped without it)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY = ROOT / "experiments" / "omniglot"
+
+
+def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
+    data = omniglot_zip("images_background_small1.zip").parent
+    omniglot_zip("images_background_small2.zip")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    subprocess.run(
+        ["bash", str(STUDY / "run.sh"), "--quick", "--out", str(tmp_path), "--data", str(data)],
+        check=True,
+        cwd=ROOT,
+        env=env,
+    )
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 12
+    for key in report["settings"]:
+        assert set(report["results"][key]) == set(report["methods"])
+    for manifest in ("small1_split.json", "small2_novel.json"):  # the committed manifests are reproduced
+        assert json.loads((tmp_path / manifest).read_text()) == json.loads((STUDY / manifest).read_text())
+    timings = (tmp_path / "timings.tsv").read_text().split()
+    assert "evaluate" in timings and "maml-pretrained" in timings
