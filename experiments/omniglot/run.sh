@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The Omniglot study end to end: class manifests, every training run, one evaluation.
 #
-#   bash experiments/omniglot/run.sh [--quick] [--out DIR] [--data DIR] [--only NAME ...]
+#   bash experiments/omniglot/run.sh [--quick] [--out DIR] [--data DIR] [--only RUN ...] [--methods LABEL ...]
 #
 # --out   run directory root (default runs/omniglot; --quick: runs/omniglot-quick)
 # --data  folder holding images_background_small1.zip and _small2.zip (default ../shared/data/omniglot)
 # --quick every run for a few steps and a few episodes: the whole pipeline in a few minutes
 # --only  train just the named runs (repeatable), then evaluate whatever runs exist
+# --methods  evaluate just the methods with these labels (repeatable; default: all that exist)
 #
 # A run directory that exists is resumed (a finished run is left as it is), so the script can be
 # stopped and started again. The class manifests (make_splits.py) are written to <out> and used
@@ -15,13 +16,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 EXP=experiments/omniglot
-QUICK=0 OUT="" DATA=../shared/data/omniglot ONLY=()
+QUICK=0 OUT="" DATA=../shared/data/omniglot ONLY=() METHODS=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) QUICK=1 ;;
     --out) OUT="$2"; shift ;;
     --data) DATA="$2"; shift ;;
     --only) ONLY+=("$2"); shift ;;
+    --methods) METHODS+=("$2"); shift ;;
     *) echo "unknown option $1 (see the header of $0)" >&2; exit 2 ;;
   esac
   shift
@@ -49,6 +51,7 @@ timed() {  # timed <label> <command...>: run, and append "label<TAB>seconds" to 
 }
 
 wanted() { [[ ${#ONLY[@]} == 0 ]] || [[ " ${ONLY[*]} " == *" $1 "* ]]; }
+chosen() { [[ ${#METHODS[@]} == 0 ]] || [[ " ${METHODS[*]} " == *" $1 "* ]]; }
 
 train() {  # train <run name> <learner> <config> [overrides...]
   local name="$1" learner="$2" config="$3"
@@ -76,16 +79,19 @@ train fomaml-pretrained fomaml fomaml "$PRE"
 train reptile reptile reptile
 train reptile-pretrained reptile reptile "$PRE"
 
-methods=()
+candidates=()
 for run in maml maml-pretrained fomaml fomaml-pretrained reptile reptile-pretrained protonet; do
-  kind="${run%-pretrained}"
-  [[ -f "$OUT/$run/best.pt" ]] && methods+=("$run=$kind:$OUT/$run")
+  [[ -f "$OUT/$run/best.pt" ]] && candidates+=("$run=${run%-pretrained}:$OUT/$run")
 done
 if [[ -f "$OUT/pretrain/best.pt" ]]; then
-  methods+=("linear-probe=finetune:$OUT/pretrain" "last-block=finetune-freeze3:$OUT/pretrain"
-            "full-finetune=finetune-full:$OUT/pretrain" "simpleshot=simpleshot:$OUT/pretrain")
+  candidates+=("linear-probe=finetune:$OUT/pretrain" "last-block=finetune-freeze3:$OUT/pretrain"
+               "full-finetune=finetune-full:$OUT/pretrain" "simpleshot=simpleshot:$OUT/pretrain")
 fi
-methods+=(scratch)
+candidates+=("scratch=scratch")
+methods=()
+for spec in "${candidates[@]}"; do
+  chosen "${spec%%=*}" && methods+=("$spec")
+done
 rm -rf "$OUT/eval"
 list=$(IFS=,; echo "${methods[*]}")
 timed evaluate python -m fewshot.evaluate --config "$EXP/evaluate.yaml" \
