@@ -55,7 +55,7 @@ from fewshot.learners import (
     SimpleShot,
     episode_accuracies,
 )
-from fewshot.models import build_backbone, build_model, load_backbone_weights
+from fewshot.models import build_backbone, build_model, channels_last, load_backbone_weights
 from fewshot.stats import MeanCI, mean_ci
 
 
@@ -187,7 +187,7 @@ def pretrain_step(model, base: ImageSet, step: int, cfg: DictConfig, device) -> 
     rows = torch.randint(0, len(base.images), (cfg.train.batch_size,), generator=g)
     labels = torch.searchsorted(base.offsets, rows, right=True) - 1
     x = base.images.index_select(0, rows).to(device, torch.float32).div_(255)
-    logits = model(x)
+    logits = model(channels_last(x))
     loss = F.cross_entropy(logits, labels.to(device))
     loss.backward()
     return {"loss": loss.detach(), "accuracy": (logits.argmax(1) == labels.to(device)).float().mean()}

@@ -15,7 +15,7 @@ from fewshot.models import build_backbone
 
 def reference_finetune(learner: FineTune, sx, sy, qx):
     """The textbook loop: copy the network, torch.optim.SGD over shuffled mini-batches."""
-    head = learner._new_head(int(sy.max()) + 1, sx.device)
+    head = learner._new_head(int(sy.max()) + 1, sx)
     backbone = copy.deepcopy(learner.backbone).eval()
     norms = batch_statistics(backbone) if learner.batch_norm == "batch" else contextlib.nullcontext()
     frozen = backbone.blocks[: learner.freeze_blocks] if learner.mode == "partial" else []

@@ -11,7 +11,7 @@ from torch import nn
 from fewshot import ANIL, MAML, FineTune, MetaSGD, ProtoNet, Reptile, SimpleShot, build_model
 from fewshot.data import Episode, EpisodeSampler
 from fewshot.learners.functional import forward
-from fewshot.models import Conv4
+from fewshot.models import Conv4, channels_last
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -163,7 +163,7 @@ def test_reptile_update_equals_its_formula(small_synthetic):
                 for m in net.modules():
                     if isinstance(m, nn.BatchNorm2d):
                         m.track_running_stats = False
-            F.cross_entropy(net(batch.support_x[i]), batch.support_y[i]).backward()
+            F.cross_entropy(net(channels_last(batch.support_x[i])), batch.support_y[i]).backward()
             opt.step()
         phis.append({n: p.detach() for n, p in net.named_parameters()})
     outer = torch.optim.SGD(model.parameters(), lr=0.7)
@@ -270,12 +270,23 @@ def test_meta_backward_equals_meta_loss_backward(small_synthetic, cls):
     assert torch.equal(grads[1][1]["accuracy"], grads[0][1]["accuracy"])
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_channels_last_reaches_the_convolutions(channels):
+    # A single-channel batch is where .contiguous(memory_format=channels_last) silently keeps NCHW.
+    x = torch.randn(6, channels, 28, 28)
+    y = channels_last(x)
+    assert torch.equal(y, x)
+    conv = nn.Conv2d(channels, 8, 3, padding=1)
+    out = conv(y)
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+
+
 def test_channels_last_changes_no_value(small_synthetic):
     batch = _double_batch(small_synthetic, tasks=2)
     grads = []
-    for channels_last in (False, True):
+    for channels_last_ in (False, True):
         torch.manual_seed(0)
-        learner = MAML(build_model("conv4", 5).double(), inner_lr=0.1, channels_last=channels_last)
+        learner = MAML(build_model("conv4", 5).double(), inner_lr=0.1, channels_last=channels_last_)
         learner.meta_backward(batch)
         grads.append(torch.cat([p.grad.flatten() for p in learner.parameters()]))
     assert _rel(grads[1], grads[0]) < 1e-10

@@ -31,13 +31,14 @@ def main() -> None:
     split = make_split(small1, {"base": small1.num_classes - 20, "val": 20}, by="class", seed=0)
     save_manifest(split, Path(args.out) / "small1_split.json")
     seen = set(small1.group_names)
+    characters = list(zip(small2.class_names, small2.groups, strict=True))
     novel = {
         "by": "group",
         "seed": None,
         "sizes": None,
         "splits": {
-            "novel": [c for c, g in zip(small2.class_names, small2.groups, strict=True) if g not in seen],
-            "seen_in_small1": [c for c, g in zip(small2.class_names, small2.groups, strict=True) if g in seen],
+            "novel": [c for c, g in characters if g not in seen],
+            "seen_in_small1": [c for c, g in characters if g in seen],
         },
     }
     save_manifest(novel, Path(args.out) / "small2_novel.json")

@@ -25,6 +25,7 @@ from torch.func import functional_call
 
 from fewshot.learners.base import BatchPredictor, Learner
 from fewshot.learners.functional import batch_statistics
+from fewshot.models import channels_last
 
 
 class CosineHead(nn.Module):
@@ -88,14 +89,15 @@ class FineTune(Learner):
         self.batch_norm = batch_norm
         self.backbone_lr = lr if backbone_lr is None else backbone_lr
 
-    def _new_head(self, n_way: int, device: torch.device) -> nn.Module:
-        """The head every episode starts from (seeded: the same for every episode)."""
+    def _new_head(self, n_way: int, like: torch.Tensor) -> nn.Module:
+        """The head every episode starts from (seeded: the same for every episode), on the
+        device and in the dtype of ``like``."""
         torch_state = torch.random.get_rng_state()
         torch.manual_seed(self.seed)
         dim = self.backbone.feature_dim
         head = nn.Linear(dim, n_way) if self.head_kind == "linear" else CosineHead(dim, n_way)
         torch.random.set_rng_state(torch_state)
-        return head.to(device)
+        return head.to(like.device, like.dtype)
 
     def _trained_names(self) -> set[str]:
         """Backbone parameters that fine-tuning updates (none for a linear probe)."""
@@ -114,7 +116,7 @@ class FineTune(Learner):
         A linear probe computes the frozen features once and trains only the heads on them.
         """
         b, n = support_y.shape
-        head = self._new_head(int(support_y.max()) + 1, support_x.device)
+        head = self._new_head(int(support_y.max()) + 1, support_x)
         net = nn.Sequential(OrderedDict(backbone=self.backbone, head=head))
         trained = {f"backbone.{name}" for name in self._trained_names()}
         trained |= {f"head.{name}" for name, _ in head.named_parameters()}
@@ -183,7 +185,7 @@ class FineTune(Learner):
         """
         if self.batch_norm == "batch":
             return torch.vmap(self.backbone)(images)
-        return self.backbone(images.flatten(0, 1)).unflatten(0, images.shape[:2])
+        return self.backbone(channels_last(images.flatten(0, 1))).unflatten(0, images.shape[:2])
 
 
 def _linear_head_grads(

@@ -24,7 +24,7 @@ from fewshot.learners.functional import (
     gradient_steps,
     parameters,
 )
-from fewshot.models import Classifier
+from fewshot.models import Classifier, channels_last
 
 
 def _strip(params: Params, prefix: str) -> Params:
@@ -109,14 +109,8 @@ class MAML(MetaLearner):
         return gradient_steps(support_loss, params, self._adapted_names(params), steps, lr, first_order)
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
-        """Images in channels-last memory order where that is faster (4-D CPU tensors).
-
-        Only the memory layout changes, not a value: oneDNN's CPU convolutions run about
-        1.2x faster on it (benchmarks/meta_step.py), the backward passes included.
-        """
-        if self.channels_last and x.dim() == 4 and x.device.type == "cpu" and not self._in_vmap:
-            return x.contiguous(memory_format=torch.channels_last)
-        return x
+        """Images in channels-last memory order on the CPU loop (:func:`channels_last`)."""
+        return x if not self.channels_last or self._in_vmap else channels_last(x)
 
     def _task_loss(
         self, params: Params, sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor, qy: torch.Tensor

@@ -12,6 +12,7 @@ from torch import nn
 from fewshot.data import Episode
 from fewshot.learners.base import BatchPredictor, Learner, MetaLearner
 from fewshot.learners.functional import cross_entropy_and_accuracy
+from fewshot.models import channels_last
 
 
 def prototypes(features: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
@@ -43,7 +44,7 @@ def _features(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
     in the pass, so the episodes of a batch can share it.
     """
     with evaluating(backbone):
-        return backbone(images.flatten(0, 1)).unflatten(0, images.shape[:2])
+        return backbone(channels_last(images.flatten(0, 1))).unflatten(0, images.shape[:2])
 
 
 def negative_squared_distances(queries: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
@@ -65,7 +66,7 @@ class ProtoNet(MetaLearner):
         self.backbone = backbone
 
     def _logits(self, sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor, n_way: int) -> torch.Tensor:
-        feats = self.backbone(torch.cat((sx, qx)))
+        feats = self.backbone(channels_last(torch.cat((sx, qx))))
         return negative_squared_distances(feats[len(sx) :], prototypes(feats[: len(sx)], sy, n_way))
 
     def meta_loss(self, batch: Episode) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

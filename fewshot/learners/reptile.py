@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from fewshot.data import Episode
 from fewshot.learners.base import MetaLearner, Predictor
 from fewshot.learners.functional import Params, cross_entropy_and_accuracy, fit_head, forward, parameters
-from fewshot.models import Classifier
+from fewshot.models import Classifier, channels_last
 
 _OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
 
@@ -61,6 +61,7 @@ class Reptile(MetaLearner):
         """
         start = fit_head(parameters(self.model), int(y.max()) + 1)
         fast = {n: p.detach().clone().requires_grad_() for n, p in start.items()}
+        x = channels_last(x)
         opt = _OPTIMIZERS[self.inner_optimizer](fast.values(), lr=self.inner_lr)
         with torch.enable_grad():
             for _ in range(steps):
@@ -78,7 +79,7 @@ class Reptile(MetaLearner):
             for n in target:
                 target[n] += phi[n] / len(batch.support_x)
             with torch.no_grad():
-                logits = forward(self.model, phi, batch.query_x[i])
+                logits = forward(self.model, phi, channels_last(batch.query_x[i]))
             accs.append(cross_entropy_and_accuracy(logits, batch.query_y[i])[1])
         loss = sum(0.5 * (params[n] - target[n]).pow(2).sum() for n in params)
         return loss, {"loss": loss.detach(), "accuracy": torch.stack(accs).mean()}
@@ -88,6 +89,6 @@ class Reptile(MetaLearner):
 
         def predict(query_x: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
-                return forward(self.model, fast, query_x)
+                return forward(self.model, fast, channels_last(query_x))
 
         return predict

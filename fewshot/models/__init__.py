@@ -1,6 +1,6 @@
 """Networks: backbones (Conv-4, ResNet-12, torchvision ResNets) and the N-way classifier."""
 
-from fewshot.models.backbones import Conv4, ResNet12, TorchvisionBackbone
+from fewshot.models.backbones import Conv4, ResNet12, TorchvisionBackbone, channels_last
 from fewshot.models.classifier import (
     BACKBONES,
     Classifier,
@@ -16,6 +16,7 @@ __all__ = [
     "ResNet12",
     "TorchvisionBackbone",
     "build_backbone",
+    "channels_last",
     "build_model",
     "load_backbone_weights",
 ]

@@ -10,6 +10,25 @@ import torch
 from torch import nn
 
 
+def channels_last(images: torch.Tensor) -> torch.Tensor:
+    """A ``[B, C, H, W]`` CPU image batch in channels-last memory order: same values, faster.
+
+    oneDNN's CPU convolutions and max-pooling run on channels-last activations several
+    times faster than on NCHW ones (max-pooling about 10x at 28x28), and every later layer
+    keeps the layout of the first convolution's output. A single-channel batch is a trap:
+    ``contiguous(memory_format=torch.channels_last)`` returns it unchanged (its layout is
+    ambiguous) and PyTorch then picks NCHW for the whole network, so its strides are set
+    explicitly here. Call it outside :func:`torch.vmap`, where the layout does not pay.
+    Other devices and shapes are returned as they are.
+    """
+    if images.dim() != 4 or images.device.type != "cpu":
+        return images
+    if images.shape[1] == 1:
+        n, _, h, w = images.shape
+        return images.reshape(n, h, w, 1).permute(0, 3, 1, 2)
+    return images.contiguous(memory_format=torch.channels_last)
+
+
 def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
     """3x3 conv, BatchNorm, 2x2 max-pool, ReLU: the unit of Conv-4 (Vinyals et al., Finn et al.).
 
