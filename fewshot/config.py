@@ -94,6 +94,7 @@ class TrainConfig:
     log_every: int = 10
     val_every: int = 200
     val_episodes: int = 100
+    val_setting: str | None = None  # validation episodes, e.g. 20w1s (default: task.n_way, task.k_shot)
     checkpoint_every: int | None = None  # default: val_every
     out_dir: str = "runs"
     name: str | None = None  # default: the learner's name

@@ -202,6 +202,11 @@ def validate(learner, sampler: EpisodeSampler, episodes: int, device, pretrain: 
 # -- the run ---------------------------------------------------------------------------
 def train(cfg: DictConfig) -> Path:
     """Run (or resume) training as configured; return the run directory."""
+    task = cfg.task
+    try:  # before anything is written
+        val_setting = Setting.parse(cfg.train.val_setting or f"{task.n_way}w{task.k_shot}s")
+    except ValueError as err:
+        raise ConfigError(f"train.val_setting: {err}") from None
     resuming = cfg.train.resume is not None
     if resuming:  # cfg comes from resume_config: the run's own, plus explicit overrides
         run_dir = Path(cfg.train.resume)
@@ -219,15 +224,12 @@ def train(cfg: DictConfig) -> Path:
     channels, size = splits["base"].image_shape[0], splits["base"].image_shape[1]
     learner = build_learner(cfg, channels, size, splits["base"].num_classes).to(device)
     opt, sched = build_optimizer(cfg.optim, learner.parameters(), cfg.train.steps)
-    task = cfg.task
     train_sampler = (
         None
         if pretrain
         else EpisodeSampler(splits["base"], task.n_way, task.k_shot, task.q_query, seed=cfg.train.seed)
     )
-    val_sampler = EpisodeSampler(
-        splits["val"], task.n_way, task.k_shot, max(task.q_query, 1), seed=cfg.train.seed + 1
-    )
+    val_sampler = val_setting.sampler(splits["val"], max(task.q_query, 1), seed=cfg.train.seed + 1)
 
     start, best = 0, -1.0
     if resuming:

@@ -205,3 +205,18 @@ def test_config_files_merge_between_the_learner_yaml_and_the_overrides(tmp_path)
     bad.write_text("task: {n_wya: 3}\n")
     with pytest.raises(ConfigError, match=r"bad.yaml.*did you mean 'task.n_way'|did you mean 'task.n_way'"):
         load_config("maml", files=[bad])
+
+
+def test_validation_can_use_another_setting_than_training(tmp_path, capsys):
+    # ProtoNet trained on 30-way episodes; the 20 validation classes cannot hold 30-way ones.
+    wide = ["protonet", *TINY, "task.n_way=30", f"train.out_dir={tmp_path}"]
+    with pytest.raises(SystemExit):
+        main([*wide, "train.name=same"])
+    assert "30" in capsys.readouterr().err
+    main([*wide, "train.val_setting=3w1s", "train.name=other"])
+    lines = (tmp_path / "other" / "metrics.jsonl").read_text().splitlines()
+    assert any('"val_accuracy"' in line for line in lines)
+    with pytest.raises(SystemExit):
+        main([*wide, "train.val_setting=3way", "train.name=bad"])
+    assert "train.val_setting" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
