@@ -2,12 +2,14 @@
 # The Omniglot study end to end: class manifests, every training run, one evaluation.
 #
 #   bash experiments/omniglot/run.sh [--quick] [--out DIR] [--data DIR] [--only RUN ...] [--methods LABEL ...]
+#                                    [--train-only]
 #
 # --out   run directory root (default runs/omniglot; --quick: runs/omniglot-quick)
 # --data  folder holding images_background_small1.zip and _small2.zip (default ../shared/data/omniglot)
 # --quick every run for a few steps and a few episodes: the whole pipeline in a few minutes
 # --only  train just the named runs (repeatable), then evaluate whatever runs exist
 # --methods  evaluate just the methods with these labels (repeatable; default: all that exist)
+# --train-only  stop after training (evaluate later with --methods or a plain run)
 #
 # A run directory that exists is resumed (a finished run is left as it is), so the script can be
 # stopped and started again. The class manifests (make_splits.py) are written to <out> and used
@@ -16,10 +18,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 EXP=experiments/omniglot
-QUICK=0 OUT="" DATA=../shared/data/omniglot ONLY=() METHODS=()
+QUICK=0 TRAIN_ONLY=0 OUT="" DATA=../shared/data/omniglot ONLY=() METHODS=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) QUICK=1 ;;
+    --train-only) TRAIN_ONLY=1 ;;
     --out) OUT="$2"; shift ;;
     --data) DATA="$2"; shift ;;
     --only) ONLY+=("$2"); shift ;;
@@ -78,6 +81,7 @@ train fomaml fomaml fomaml
 train fomaml-pretrained fomaml fomaml "$PRE"
 train reptile reptile reptile
 train reptile-pretrained reptile reptile "$PRE"
+[[ $TRAIN_ONLY == 1 ]] && { echo "training done: $OUT"; exit 0; }
 
 candidates=()
 for run in maml maml-pretrained fomaml fomaml-pretrained reptile reptile-pretrained protonet; do
