@@ -153,6 +153,7 @@ class EvalConfig:
     seed: int = 0
     split: str = "novel"  # which part of data.split to evaluate on
     batch_episodes: int = 20  # episodes adapted together
+    embed_once: bool = True  # frozen-feature methods: embed each image once, not once per episode
     finetune: FineTuneConfig = field(default_factory=FineTuneConfig)
     device: str = "auto"
     out_dir: str = "eval"

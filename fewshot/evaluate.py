@@ -77,6 +77,7 @@ def evaluate(cfg: DictConfig) -> tuple[Path, Comparison]:
         batch_episodes=cfg.batch_episodes,
         device=device,
         progress=not cfg.quiet,
+        embed_once=cfg.embed_once,
     )
     save_report(result, out)
     return out, result

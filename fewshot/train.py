@@ -186,7 +186,7 @@ def pretrain_step(model, base: ImageSet, step: int, cfg: DictConfig, device) -> 
     g = torch.Generator().manual_seed(episode_seed(cfg.train.seed, step))
     rows = torch.randint(0, len(base.images), (cfg.train.batch_size,), generator=g)
     labels = torch.searchsorted(base.offsets, rows, right=True) - 1
-    x = base.images.index_select(0, rows).to(device, torch.float32).div_(255)
+    x = base.pixels(rows, device)
     logits = model(channels_last(x))
     loss = F.cross_entropy(logits, labels.to(device))
     loss.backward()

@@ -8,12 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fewshot import EpisodeSampler, FineTune, Learner, Setting, SimpleShot, compare
+from fewshot import MAML, EpisodeSampler, FineTune, Learner, ProtoNet, Setting, SimpleShot, compare
 from fewshot.data import make_split
 from fewshot.evaluate import main
 from fewshot.evaluation import MethodError, parse_method, query_metrics, save_report
 from fewshot.evaluation.report import FILES
-from fewshot.models import build_backbone
+from fewshot.models import build_backbone, build_model
 from fewshot.train import main as train_main
 
 
@@ -42,6 +42,37 @@ def test_every_method_sees_the_same_episodes(small_synthetic):
         assert torch.equal(x, y)
     expected = EpisodeSampler(small_synthetic, 5, 1, 2, seed=0).batch(range(3))
     assert torch.equal(a.seen[0], expected.support_x) and torch.equal(a.seen[1], expected.query_x)
+
+
+def test_embedding_each_image_once_changes_no_prediction(small_synthetic):
+    # SimpleShot, ProtoNet and the linear probe see images only through fixed features; the
+    # evaluator embeds the dataset once and hands them the episodes' features instead.
+    torch.manual_seed(0)
+    backbone = build_backbone("conv4")
+    methods = {
+        "simpleshot": SimpleShot(backbone),
+        "protonet": ProtoNet(backbone),
+        "probe": FineTune(backbone, epochs=3),
+    }
+    assert all(m.feature_extractor() is not None for m in methods.values())
+    assert FineTune(backbone, mode="full").feature_extractor() is None
+    assert MAML(build_model("conv4", 5)).feature_extractor() is None
+    settings = ["5w1s", "3w2s"]
+    per_episode, once = (
+        compare(methods, small_synthetic, settings, q_query=3, episodes=8, progress=False, embed_once=e)
+        for e in (False, True)
+    )
+    for setting in settings:
+        for label in methods:
+            a, b = (r.scores[setting][label].metrics for r in (per_episode, once))
+            assert torch.equal(a["accuracy"], b["accuracy"]) and torch.allclose(a["f1"], b["f1"]), label
+    sampler = EpisodeSampler(small_synthetic, 5, 1, 3, seed=0)
+    row_of_image = torch.arange(len(small_synthetic.images), dtype=torch.float32).unsqueeze(1)
+    images, rows = sampler.batch(range(2)), sampler.batch(range(2), row_of_image)
+    gathered = small_synthetic.pixels(rows.support_x.long().flatten())
+    assert torch.equal(gathered, images.support_x.flatten(0, 1))
+    with pytest.raises(ValueError, match="rows"):
+        sampler.batch(range(2), row_of_image[:-1])
 
 
 def test_query_metrics_by_hand():

@@ -90,6 +90,14 @@ class ImageSet:
         """The distinct groups, in order of first appearance."""
         return list(dict.fromkeys(self.groups))
 
+    def pixels(self, rows: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Images ``rows`` (an ``int64`` index tensor) as ``float32`` in ``[0, 1]`` on ``device``.
+
+        The one conversion every model input goes through: episodes, pretraining batches
+        and whole-dataset feature extraction all see the same values.
+        """
+        return self.images.index_select(0, rows.view(-1)).to(device, torch.float32).mul_(1.0 / 255.0)
+
     def class_images(self, c: int) -> torch.Tensor:
         """All images of class ``c``, ``uint8 [n_c, C, H, W]`` (a view)."""
         return self.images[int(self.offsets[c]) : int(self.offsets[c + 1])]

@@ -211,18 +211,25 @@ class EpisodeSampler:
         """Episode ``index`` as float images in ``[0, 1]``."""
         return self.batch([index]).unbind()[0]
 
-    def batch(self, indices: Sequence[int] | range) -> Episode:
+    def batch(self, indices: Sequence[int] | range, features: torch.Tensor | None = None) -> Episode:
         """Episodes ``indices`` stacked along a leading task dimension ``B``.
 
         The keys of all episodes are computed together, and all images of the batch are
-        gathered and converted with one operation each.
+        gathered and converted with one operation each. With ``features`` (one row per image
+        of the dataset, e.g. ``[M, D]`` embeddings) the episodes hold those rows in place of
+        the images: the same episodes, for a learner that only sees images through features.
         """
         classes, rows = self._choose(indices)
         b, nk, nq = len(classes), self.n_way * self.k_shot, self.n_way * self.q_query
         support, query = rows[:, :, : self.k_shot], rows[:, :, self.k_shot :]
         flat = torch.from_numpy(np.concatenate((support.reshape(b, nk), query.reshape(b, nq)), axis=1))
         # index_select is many times faster than advanced indexing for this gather.
-        x = self.dataset.images.index_select(0, flat.view(-1)).to(torch.float32).mul_(1.0 / 255.0)
+        if features is None:
+            x = self.dataset.pixels(flat)
+        elif len(features) != len(self.dataset.images):
+            raise ValueError(f"features have {len(features)} rows for {len(self.dataset.images)} images")
+        else:
+            x = features.index_select(0, flat.view(-1).to(features.device))
         x = x.view(b, nk + nq, *x.shape[1:])
         return Episode(
             support_x=x[:, :nk],

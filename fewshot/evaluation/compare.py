@@ -20,6 +20,7 @@ from tqdm import tqdm
 from fewshot.data import EpisodeSampler, ImageSet
 from fewshot.evaluation.metrics import METRICS, query_metrics
 from fewshot.learners import Learner
+from fewshot.learners.features import embed_dataset
 from fewshot.stats import MeanCI, PairedDifference, mean_ci, paired_difference
 
 
@@ -115,6 +116,7 @@ def compare(
     batch_episodes: int = 20,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    embed_once: bool = True,
 ) -> Comparison:
     """Score every method on the same ``episodes`` episodes of each setting.
 
@@ -124,6 +126,11 @@ def compare(
         settings: ``Setting`` objects or strings like ``"5w1s"``.
         baseline: the label every other method is compared with, episode by episode.
         batch_episodes: episodes adapted together (halved automatically on CUDA OOM).
+        embed_once: for a learner with a :meth:`~fewshot.learners.Learner.feature_extractor`
+            (SimpleShot, ProtoNet, linear probe), embed every image of ``dataset`` once and
+            give it the episodes' features: the same episodes and predictions (to float
+            rounding), without embedding an image again in every episode that draws it. Its
+            episodes/s then counts adaptation and prediction on those features.
 
     Example:
         >>> result = compare({"maml": maml, "probe": FineTune(backbone)}, novel, ["5w1s"], baseline="probe")
@@ -138,6 +145,17 @@ def compare(
     parsed = [s if isinstance(s, Setting) else Setting.parse(s) for s in settings]
     samplers = {s: s.sampler(dataset, q_query, seed) for s in parsed}  # every setting is checked first
     scores: dict[str, dict[str, Scores]] = {s.key: {} for s in parsed}
+    features: dict[str, torch.Tensor] = {}  # label -> features of every image of the dataset
+    for label, learner in methods.items():
+        extract = learner.feature_extractor() if embed_once else None
+        if extract is not None:
+            start = time.perf_counter()
+            features[label] = embed_dataset(extract, dataset, device)
+            if progress:
+                tqdm.write(
+                    f"{label}: embedded the {len(dataset.images)} images once "
+                    f"({time.perf_counter() - start:.1f} s)"
+                )
     for setting, sampler in samplers.items():
         for label, learner in methods.items():
             torch.manual_seed(seed)
@@ -148,7 +166,7 @@ def compare(
             start = time.perf_counter()
             for lo in range(0, episodes, batch_episodes):
                 indices = range(lo, min(lo + batch_episodes, episodes))
-                parts.append(_score(learner, sampler, indices, device))
+                parts.append(_score(learner, sampler, indices, device, features.get(label)))
                 bar.update(len(indices))
             seconds = time.perf_counter() - start
             bar.close()
@@ -163,11 +181,16 @@ def compare(
 
 
 def _score(
-    learner: Learner, sampler: EpisodeSampler, indices: range, device: torch.device | str
+    learner: Learner,
+    sampler: EpisodeSampler,
+    indices: range,
+    device: torch.device | str,
+    features: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Metrics of episodes ``indices``; on CUDA out-of-memory, the two halves one after the other."""
+    """Metrics of episodes ``indices`` (of images, or of ``features`` of the dataset's images);
+    on CUDA out-of-memory, the two halves one after the other."""
     try:
-        batch = sampler.batch(indices).to(device)
+        batch = sampler.batch(indices, features).to(device)
         logits = learner.adapt_batch(batch.support_x, batch.support_y)(batch.query_x)
         return {k: v.cpu() for k, v in query_metrics(logits, batch.query_y).items()}
     except torch.OutOfMemoryError:
@@ -176,6 +199,6 @@ def _score(
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         half = len(indices) // 2
-        first = _score(learner, sampler, indices[:half], device)
-        second = _score(learner, sampler, indices[half:], device)
+        first = _score(learner, sampler, indices[:half], device, features)
+        second = _score(learner, sampler, indices[half:], device, features)
         return {k: torch.cat((first[k], second[k])) for k in first}

@@ -17,6 +17,7 @@ is read with ``weights_only=True``. Everything is checked before any episode run
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fewshot.data import ImageSet, load_manifest
 from fewshot.learners import FineTune, Learner, SimpleShot
+from fewshot.learners.features import embed, embed_dataset
 from fewshot.models import build_backbone, load_backbone_weights
 
 RUN_KINDS = {
@@ -222,16 +224,10 @@ def _check_unseen(spec: MethodSpec, path: Path, evaluated: ImageSet) -> None:
         )
 
 
-@torch.no_grad()
 def _mean_feature(
     backbone: torch.nn.Module, base: ImageSet | None, device: torch.device
 ) -> torch.Tensor | None:
     """SimpleShot's centring vector: the mean backbone feature of the base-class images."""
     if base is None:
         return None
-    backbone.eval()
-    total = torch.zeros(backbone.feature_dim, dtype=torch.float64, device=device)
-    for rows in torch.arange(len(base.images)).split(1024):
-        x = base.images[rows].to(device, torch.float32).div_(255)
-        total += backbone(x).sum(0).double()
-    return (total / len(base.images)).float()
+    return embed_dataset(functools.partial(embed, backbone), base, device).double().mean(0).float()

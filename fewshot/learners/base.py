@@ -5,6 +5,9 @@
   ``adapt_batch`` does the same for a batch of episodes at once; learners that can
   vectorise across episodes (fine-tuning, prototypes, MAML under vmap) override it, and
   the evaluator always calls it.
+* A learner that sees images only through fixed per-image features (ProtoNet and SimpleShot
+  at test time, the linear probe) says so with :meth:`Learner.feature_extractor`; its
+  ``adapt_batch`` then also takes features, and an evaluator embeds each image once.
 * :class:`MetaLearner` (MAML, Reptile, ProtoNet, ...): also ``meta_loss(batch)``, the outer
   loss of a batch of tasks and its metrics, and ``meta_backward(batch)``, which
   accumulates the same gradients into ``.grad`` with less memory. The training loop owns
@@ -51,6 +54,17 @@ class Learner(nn.Module):
             raise NotImplementedError(f"{type(self).__name__} implements neither adapt nor adapt_batch")
         predictors = [self.adapt(x, y) for x, y in zip(support_x, support_y, strict=True)]
         return lambda query_x: torch.stack([p(q) for p, q in zip(predictors, query_x, strict=True)])
+
+    def feature_extractor(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """The fixed map from images ``[M, C, H, W]`` to features ``[M, D]`` through which
+        alone this learner sees images, or ``None`` (the default: adaptation changes it).
+
+        Where there is one, an image's features depend on nothing else (not the episode, not
+        the other images of a pass), and :meth:`adapt_batch` and its predictor also take
+        features ``[B, M, D]`` in place of images. An evaluator can then embed each image of
+        a dataset once instead of once per episode that draws it.
+        """
+        return None
 
 
 class MetaLearner(Learner):

@@ -14,9 +14,10 @@ computes, up to float rounding (tests/test_finetune.py).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -24,8 +25,8 @@ from torch import nn
 from torch.func import functional_call
 
 from fewshot.learners.base import BatchPredictor, Learner
+from fewshot.learners.features import batch_features, embed
 from fewshot.learners.functional import batch_statistics
-from fewshot.models import channels_last
 
 
 class CosineHead(nn.Module):
@@ -180,12 +181,19 @@ class FineTune(Learner):
     def _features(self, images: torch.Tensor) -> torch.Tensor:
         """Backbone features ``[B, M, D]`` of ``[B, M, C, H, W]`` images.
 
-        With running statistics the episodes share one pass; with batch statistics each
-        episode is normalised on its own images (vmap).
+        With running statistics the episodes share one pass (and features from
+        :meth:`feature_extractor` pass through); with batch statistics each episode is
+        normalised on its own images (vmap).
         """
         if self.batch_norm == "batch":
             return torch.vmap(self.backbone)(images)
-        return self.backbone(channels_last(images.flatten(0, 1))).unflatten(0, images.shape[:2])
+        return batch_features(self.backbone, images)
+
+    def feature_extractor(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """The backbone's features for a linear probe on running statistics; else ``None``."""
+        if self.mode != "linear" or self.batch_norm != "running":
+            return None
+        return functools.partial(embed, self.backbone)
 
 
 def _linear_head_grads(

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import functools
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +11,7 @@ from torch import nn
 
 from fewshot.data import Episode
 from fewshot.learners.base import BatchPredictor, Learner, MetaLearner
+from fewshot.learners.features import batch_features, embed
 from fewshot.learners.functional import cross_entropy_and_accuracy
 from fewshot.models import channels_last
 
@@ -23,28 +24,6 @@ def prototypes(features: torch.Tensor, labels: torch.Tensor, n_way: int) -> torc
     onehot = F.one_hot(labels, n_way).to(features.dtype)  # [..., M, N]
     sums = onehot.transpose(-1, -2) @ features
     return sums / onehot.sum(-2).clamp(min=1).unsqueeze(-1)
-
-
-@contextmanager
-def evaluating(module: nn.Module) -> Iterator[None]:
-    """Eval mode (running BatchNorm statistics) and no gradients, restoring the mode after."""
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        module.train(was_training)
-
-
-def _features(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Eval-mode features ``[B, M, D]`` of ``[B, M, C, H, W]`` images, in one forward pass.
-
-    With running BatchNorm statistics each image's features do not depend on the others
-    in the pass, so the episodes of a batch can share it.
-    """
-    with evaluating(backbone):
-        return backbone(channels_last(images.flatten(0, 1))).unflatten(0, images.shape[:2])
 
 
 def negative_squared_distances(queries: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
@@ -83,8 +62,11 @@ class ProtoNet(MetaLearner):
 
     def adapt_batch(self, support_x: torch.Tensor, support_y: torch.Tensor) -> BatchPredictor:
         """Prototypes from the support sets (backbone in eval mode: running BatchNorm statistics)."""
-        centres = prototypes(_features(self.backbone, support_x), support_y, int(support_y.max()) + 1)
-        return lambda query_x: negative_squared_distances(_features(self.backbone, query_x), centres)
+        centres = prototypes(batch_features(self.backbone, support_x), support_y, int(support_y.max()) + 1)
+        return lambda query_x: negative_squared_distances(batch_features(self.backbone, query_x), centres)
+
+    def feature_extractor(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        return functools.partial(embed, self.backbone)
 
 
 class SimpleShot(Learner):
@@ -102,12 +84,15 @@ class SimpleShot(Learner):
         self.register_buffer("feature_mean", feature_mean)
 
     def adapt_batch(self, support_x: torch.Tensor, support_y: torch.Tensor) -> BatchPredictor:
-        support = _features(self.backbone, support_x)
+        support = batch_features(self.backbone, support_x)
         mean = self.feature_mean if self.feature_mean is not None else support.mean(-2, keepdim=True)
         centres = prototypes(F.normalize(support - mean, dim=-1), support_y, int(support_y.max()) + 1)
 
         def predict(query_x: torch.Tensor) -> torch.Tensor:
-            queries = F.normalize(_features(self.backbone, query_x) - mean, dim=-1)
+            queries = F.normalize(batch_features(self.backbone, query_x) - mean, dim=-1)
             return negative_squared_distances(queries, centres)
 
         return predict
+
+    def feature_extractor(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        return functools.partial(embed, self.backbone)
