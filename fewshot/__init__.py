@@ -9,6 +9,7 @@ from fewshot.data import (
     make_synthetic,
 )
 from fewshot.evaluation import Comparison, Setting, compare
+from fewshot.inference import load
 from fewshot.learners import (
     ANIL,
     MAML,
@@ -44,6 +45,7 @@ __all__ = [
     "build_model",
     "compare",
     "episode_accuracies",
+    "load",
     "load_image_folder",
     "load_omniglot",
     "make_synthetic",

@@ -25,6 +25,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from fewshot.data.augment import AUGMENTATIONS
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 LEARNERS = ("maml", "fomaml", "metasgd", "anil", "reptile", "protonet", "pretrain")
 
@@ -48,6 +50,7 @@ class DataConfig:
     seed: int = 0  # synthetic only
     rotations: bool = False  # 90/180/270-degree copies of base classes as new classes
     on_error: str = "raise"  # folder: "skip" leaves unreadable images out with a warning
+    augment: str = "none"  # pretraining batches: none | crop | crop-flip (fewshot.data.augment)
     split: SplitConfig = field(default_factory=SplitConfig)
 
 
@@ -132,7 +135,9 @@ class FineTuneConfig:
 
     epochs: int = 100
     lr: float = 0.01
-    backbone_lr: float | None = None  # default: lr
+    # Pretrained layers (finetune-freeze<L>, finetune-full) step 10x slower than the new head,
+    # as usual in transfer learning; scratch trains every layer at lr.
+    backbone_lr: float = 0.001
     momentum: float = 0.9
     weight_decay: float = 1e-3
     batch_size: int = 4
@@ -330,6 +335,7 @@ _CHOICES = {
     "data.source": ("synthetic", "omniglot", "folder"),
     "data.split.by": ("group", "class"),
     "data.on_error": ("raise", "skip"),
+    "data.augment": AUGMENTATIONS,
     "inner.optimizer": ("sgd", "adam"),
     "optim.name": ("adam", "sgd"),
     "optim.schedule": ("constant", "cosine"),

@@ -42,6 +42,7 @@ from fewshot.data import (
     make_synthetic,
     save_manifest,
 )
+from fewshot.data.augment import augment
 from fewshot.evaluation import Setting, compare
 from fewshot.io import atomic_write, atomic_write_text
 from fewshot.learners import (
@@ -182,11 +183,12 @@ def tensorboard_writer(run_dir: Path):
 
 # -- one step of each kind -------------------------------------------------------------
 def pretrain_step(model, base: ImageSet, step: int, cfg: DictConfig, device) -> dict[str, torch.Tensor]:
-    """Cross-entropy on a batch of base images; the batch is a pure function of (seed, step)."""
+    """Cross-entropy on a batch of base images, augmented as ``data.augment`` says; the batch
+    is a pure function of (seed, step)."""
     g = torch.Generator().manual_seed(episode_seed(cfg.train.seed, step))
     rows = torch.randint(0, len(base.images), (cfg.train.batch_size,), generator=g)
     labels = torch.searchsorted(base.offsets, rows, right=True) - 1
-    x = base.pixels(rows, device)
+    x = augment(base.pixels(rows, device), cfg.data.augment, g)
     logits = model(channels_last(x))
     loss = F.cross_entropy(logits, labels.to(device))
     loss.backward()

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from fewshot.data import ImageSet, apply_split, load_manifest, make_split, save_manifest
+from fewshot.data.augment import augment
 
 
 def test_rotations_make_distinct_classes(small_synthetic):
@@ -77,3 +78,24 @@ def test_manifest_for_other_data_is_rejected(small_synthetic, tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ValueError, match="not a split manifest"):
         load_manifest(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize("kind", ["crop", "crop-flip"])
+def test_augment_shifts_and_flips_within_the_padding(kind):
+    x = torch.arange(6 * 2 * 16 * 16, dtype=torch.float32).view(6, 2, 16, 16)
+    out = augment(x, kind, torch.Generator().manual_seed(0))
+    assert torch.equal(out, augment(x, kind, torch.Generator().manual_seed(0)))  # seeded
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="reflect")
+    windows = [(dy, dx) for dy in range(5) for dx in range(5)]
+    flips = 0
+    for i in range(6):
+        plain = [torch.equal(out[i], padded[i, :, dy : dy + 16, dx : dx + 16]) for dy, dx in windows]
+        mirrored = [
+            torch.equal(out[i], padded[i, :, dy : dy + 16, dx : dx + 16].flip(-1)) for dy, dx in windows
+        ]
+        assert any(plain) or (kind == "crop-flip" and any(mirrored))
+        flips += not any(plain)
+    assert (flips > 0) == (kind == "crop-flip")
+    assert augment(x, "none", torch.Generator()) is x
+    with pytest.raises(ValueError, match="crop-flip"):
+        augment(x, "rotate", torch.Generator())

@@ -64,7 +64,7 @@ def test_overrides_and_groups_resolve():
         (["task.n_wya=3"], "unknown config key 'task.n_wya'.*did you mean 'task.n_way'"),
         (["inner.stepz=3"], "did you mean 'inner.steps'"),
         (["task.n_way=five"], "bad value for 'task.n_way'"),
-        (["data=omniglt"], "no config data='omniglt'; data can be: folder, omniglot, synthetic"),
+        (["data=omniglt"], "no config data='omniglt'; data can be: folder, folder224, omniglot, synthetic"),
         (["data=folder"], "data.root is required"),
         (["optim.name=adamw"], "optim.name='adamw' is not one of: adam, sgd"),
         (["task.n_way"], "not of the form key=value"),

@@ -14,6 +14,12 @@ from dataclasses import dataclass
 import torch
 
 
+def to_pixels(images: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``uint8`` images as ``float32`` in ``[0, 1]`` on ``device``: the one conversion every model
+    input goes through (episodes, pretraining batches, feature extraction, prediction)."""
+    return images.to(device, torch.float32).mul_(1.0 / 255.0)
+
+
 @dataclass(frozen=True)
 class ImageSet:
     """Images grouped by class, with an optional group (e.g. an alphabet) per class.
@@ -91,12 +97,8 @@ class ImageSet:
         return list(dict.fromkeys(self.groups))
 
     def pixels(self, rows: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
-        """Images ``rows`` (an ``int64`` index tensor) as ``float32`` in ``[0, 1]`` on ``device``.
-
-        The one conversion every model input goes through: episodes, pretraining batches
-        and whole-dataset feature extraction all see the same values.
-        """
-        return self.images.index_select(0, rows.view(-1)).to(device, torch.float32).mul_(1.0 / 255.0)
+        """Images ``rows`` (an ``int64`` index tensor) as ``float32`` in ``[0, 1]`` (:func:`to_pixels`)."""
+        return to_pixels(self.images.index_select(0, rows.view(-1)), device)
 
     def class_images(self, c: int) -> torch.Tensor:
         """All images of class ``c``, ``uint8 [n_c, C, H, W]`` (a view)."""

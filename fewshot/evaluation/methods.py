@@ -120,7 +120,7 @@ class BuildContext:
     backbone: str  # model.backbone for scratch and for checkpoints that do not say
     finetune: DictConfig  # the evaluation's ``finetune`` group
     seed: int
-    evaluated: ImageSet  # the classes evaluated on (checked against each run's training classes)
+    evaluated: ImageSet | None = None  # classes evaluated on, checked against each run's base classes
     base: ImageSet | None = None  # base classes, for SimpleShot's mean feature
     device: torch.device = torch.device("cpu")
 
@@ -130,12 +130,15 @@ def build_method(spec: MethodSpec, ctx: BuildContext) -> Learner:
     if spec.kind == "scratch":
         torch.manual_seed(ctx.seed)
         backbone = build_backbone(ctx.backbone, ctx.channels, ctx.image_size)
-        learner: Learner = _finetune(backbone, ctx, mode="full", batch_norm="batch")
+        # random weights: every layer learns at the head's rate
+        learner: Learner = _finetune(
+            backbone, ctx, mode="full", batch_norm="batch", backbone_lr=ctx.finetune.lr
+        )
         return learner.to(ctx.device).eval()
     path = resolve_checkpoint(spec.checkpoint)
     state = torch.load(path, map_location="cpu", weights_only=True)
     config = state.get("config") if isinstance(state, dict) else None
-    if config is not None:
+    if config is not None and ctx.evaluated is not None:
         _check_unseen(spec, path, ctx.evaluated)
     if spec.kind in RUN_KINDS:
         learner = _from_run(spec, path, state, config, ctx)
@@ -164,19 +167,19 @@ def build_method(spec: MethodSpec, ctx: BuildContext) -> Learner:
 
 
 def _finetune(backbone: torch.nn.Module, ctx: BuildContext, **kwargs: Any) -> FineTune:
+    """FineTune with the evaluation's ``finetune`` settings; ``kwargs`` override them."""
     f = ctx.finetune
-    return FineTune(
-        backbone,
-        head=f.head,
-        lr=f.lr,
-        backbone_lr=f.backbone_lr,
-        momentum=f.momentum,
-        weight_decay=f.weight_decay,
-        epochs=f.epochs,
-        batch_size=f.batch_size,
-        seed=ctx.seed,
-        **kwargs,
-    )
+    settings = {
+        "head": f.head,
+        "lr": f.lr,
+        "backbone_lr": f.backbone_lr,
+        "momentum": f.momentum,
+        "weight_decay": f.weight_decay,
+        "epochs": f.epochs,
+        "batch_size": f.batch_size,
+        "seed": ctx.seed,
+    }
+    return FineTune(backbone, **{**settings, **kwargs})
 
 
 def _from_run(spec: MethodSpec, path: Path, state: Any, config: dict | None, ctx: BuildContext) -> Learner:

@@ -104,8 +104,11 @@ class ResNet12(nn.Module):
 class TorchvisionBackbone(nn.Module):
     """A torchvision classification network (``resnet18``, ...) without its classifier.
 
-    Grayscale inputs are repeated to three channels. Weights are never downloaded here:
-    load a saved torchvision ``state_dict`` with ``pretrained=<path>``.
+    Grayscale inputs are repeated to three channels, and images in ``[0, 1]`` are normalised
+    with the ImageNet mean and standard deviation first, as torchvision's pretrained weights
+    expect (harmless for training from scratch: a fixed affine map of the input). Weights
+    are never downloaded here: load a saved torchvision ``state_dict`` with
+    ``pretrained=<path>``.
     """
 
     def __init__(self, name: str, in_channels: int = 3):
@@ -121,6 +124,9 @@ class TorchvisionBackbone(nn.Module):
         net.fc = nn.Identity()
         self.net = net
         self.in_channels = in_channels
+        # Not persistent: the state_dict stays torchvision's own.
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
 
     @property
     def blocks(self) -> list[nn.Module]:
@@ -131,4 +137,4 @@ class TorchvisionBackbone(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.in_channels == 1:
             x = x.expand(-1, 3, -1, -1)
-        return self.net(x)
+        return self.net((x - self.mean) / self.std)
