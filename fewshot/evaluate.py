@@ -14,6 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from fewshot import distributed
 from fewshot.config import ConfigError, add_config_arguments, describe_groups, load_eval_config
 from fewshot.data import save_manifest
 from fewshot.evaluation import (
@@ -47,7 +48,7 @@ def evaluate(cfg: DictConfig) -> tuple[Path, Comparison]:
     baseline = cfg.baseline or next((s.label for s in specs if s.is_finetune), None)
     if baseline is not None and baseline not in labels:
         raise ConfigError(f"baseline={baseline!r} is not a method label; labels are {labels}")
-    device = resolve_device(cfg.device)
+    dist, device = distributed.init(resolve_device(cfg.device))  # torchrun: episodes shared out
 
     splits, manifest = load_splits(cfg.data, required=(cfg.split,))
     evaluated = splits[cfg.split]
@@ -58,14 +59,16 @@ def evaluate(cfg: DictConfig) -> tuple[Path, Comparison]:
     ctx = BuildContext(channels, size, cfg.model.backbone, cfg.finetune, cfg.seed, evaluated, base, device)
     methods = {spec.label: build_method(spec, ctx) for spec in specs}
 
-    out = new_run_dir(cfg.out_dir, cfg.name or "evaluate")
-    atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg))
-    save_manifest(manifest, out / "split.json")
-    print(
-        f"evaluating {len(methods)} method(s) on {evaluated.num_classes} {cfg.split} classes: "
-        f"{', '.join(s.key for s in settings)}, {cfg.episodes} episodes each, baseline {baseline}",
-        flush=True,
-    )
+    made = new_run_dir(cfg.out_dir, cfg.name or "evaluate") if dist.main else None  # rank 0 writes
+    out = Path(distributed.broadcast_object(str(made), dist))
+    if dist.main:
+        atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg))
+        save_manifest(manifest, out / "split.json")
+        print(
+            f"evaluating {len(methods)} method(s) on {evaluated.num_classes} {cfg.split} classes: "
+            f"{', '.join(s.key for s in settings)}, {cfg.episodes} episodes each, baseline {baseline}",
+            flush=True,
+        )
     result = compare(
         methods,
         evaluated,
@@ -79,7 +82,8 @@ def evaluate(cfg: DictConfig) -> tuple[Path, Comparison]:
         progress=not cfg.quiet,
         embed_once=cfg.embed_once,
     )
-    save_report(result, out)
+    if dist.main:
+        save_report(result, out)
     return out, result
 
 
@@ -106,9 +110,12 @@ def main(argv: list[str] | None = None) -> None:
     except (ConfigError, MethodError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    print()
-    print((out / "report.md").read_text(), end="")
-    print(f"\nreport: {out}/report.md, report.json, results.csv, episodes.json, accuracy.png")
+    ctx = distributed.current()
+    if ctx.main:
+        print()
+        print((out / "report.md").read_text(), end="")
+        print(f"\nreport: {out}/report.md, report.json, results.csv, episodes.json, accuracy.png")
+    distributed.close(ctx)
 
 
 if __name__ == "__main__":

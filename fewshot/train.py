@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from fewshot import distributed
 from fewshot.config import (
     LEARNERS,
     ConfigError,
@@ -182,13 +182,17 @@ def tensorboard_writer(run_dir: Path):
 
 
 # -- one step of each kind -------------------------------------------------------------
-def pretrain_step(model, base: ImageSet, step: int, cfg: DictConfig, device) -> dict[str, torch.Tensor]:
+def pretrain_step(
+    model, base: ImageSet, step: int, cfg: DictConfig, device, part: range | None = None
+) -> dict[str, torch.Tensor]:
     """Cross-entropy on a batch of base images, augmented as ``data.augment`` says; the batch
-    is a pure function of (seed, step)."""
+    is a pure function of (seed, step). ``part``: the images of it that this process trains on."""
     g = torch.Generator().manual_seed(episode_seed(cfg.train.seed, step))
     rows = torch.randint(0, len(base.images), (cfg.train.batch_size,), generator=g)
-    labels = torch.searchsorted(base.offsets, rows, right=True) - 1
     x = augment(base.pixels(rows, device), cfg.data.augment, g)
+    if part is not None:
+        rows, x = rows[part.start : part.stop], x[part.start : part.stop]
+    labels = torch.searchsorted(base.offsets, rows, right=True) - 1
     logits = model(channels_last(x))
     loss = F.cross_entropy(logits, labels.to(device))
     loss.backward()
@@ -209,20 +213,26 @@ def train(cfg: DictConfig) -> Path:
         val_setting = Setting.parse(cfg.train.val_setting or f"{task.n_way}w{task.k_shot}s")
     except ValueError as err:
         raise ConfigError(f"train.val_setting: {err}") from None
+    pretrain = cfg.learner == "pretrain"
+    ctx, device = distributed.init(resolve_device(cfg.train.device))  # torchrun: one process of many
+    items = cfg.train.batch_size if pretrain else task.meta_batch  # per step, shared among processes
+    if items < ctx.world:
+        raise ConfigError(f"{items} items per step cannot be shared among {ctx.world} processes; use more")
     resuming = cfg.train.resume is not None
     if resuming:  # cfg comes from resume_config: the run's own, plus explicit overrides
         run_dir = Path(cfg.train.resume)
         ckpt = load_checkpoint(run_dir / "last.pt")
     else:
-        run_dir = new_run_dir(cfg.train.out_dir, cfg.train.name or cfg.learner)
-    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
-    device = resolve_device(cfg.train.device)
+        made = new_run_dir(cfg.train.out_dir, cfg.train.name or cfg.learner) if ctx.main else None
+        run_dir = Path(distributed.broadcast_object(str(made), ctx))
+    if ctx.main:
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
     torch.manual_seed(cfg.train.seed)
-    pretrain = cfg.learner == "pretrain"
 
     summary = not pretrain and cfg.summary.episodes > 0  # the closing meta-test needs novel classes
     splits, manifest = load_splits(cfg.data, required=("base", "val", "novel")[: 3 if summary else 2])
-    save_manifest(manifest, run_dir / "split.json")
+    if ctx.main:
+        save_manifest(manifest, run_dir / "split.json")
     channels, size = splits["base"].image_shape[0], splits["base"].image_shape[1]
     learner = build_learner(cfg, channels, size, splits["base"].num_classes).to(device)
     opt, sched = build_optimizer(cfg.optim, learner.parameters(), cfg.train.steps)
@@ -240,8 +250,13 @@ def train(cfg: DictConfig) -> Path:
         sched.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["rng"])
         start, best = ckpt["step"], ckpt["best"]
+    distributed.broadcast_parameters([*learner.parameters(), *learner.buffers()], ctx)
+    part = distributed.share(items, ctx)  # this process's items of every step
+    weight = len(part) / items
 
     def checkpoint(step: int, name: str) -> None:
+        if not ctx.main:
+            return
         save_checkpoint(
             run_dir / name,
             {
@@ -255,42 +270,62 @@ def train(cfg: DictConfig) -> Path:
             },
         )
 
-    log = (run_dir / "metrics.jsonl").open("a")
-    board = tensorboard_writer(run_dir)
+    log = (run_dir / "metrics.jsonl").open("a") if ctx.main else None
+    board = tensorboard_writer(run_dir) if ctx.main else None
     every = cfg.train.checkpoint_every or cfg.train.val_every
     bar = tqdm(
         total=cfg.train.steps,
         initial=start,
-        disable=cfg.train.quiet,
+        disable=cfg.train.quiet or not ctx.main,
         desc=f"{cfg.learner}",
         dynamic_ncols=True,
     )
     tick, done_since = time.perf_counter(), 0
+    first_bad = torch.tensor(-1, device=device)  # step of the first non-finite loss, if any
+    bad_loss = torch.tensor(0.0, device=device)
+
+    def stop_if_non_finite(bad_step: int, value: float) -> None:
+        if bad_step < 0:
+            return
+        last = run_dir / "last.pt"
+        kept = (
+            f"the last good checkpoint {last} is intact" if last.exists() else "no checkpoint was written yet"
+        )
+        raise TrainingError(
+            f"loss became {value} at step {bad_step}; stopped ({kept}). Try a lower optim.lr or inner.lr."
+        )
+
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.train.bf16 and device.type == "cuda")
     for step in range(start, cfg.train.steps):
         learner.train()
         opt.zero_grad(set_to_none=True)
         with autocast:
             if pretrain:
-                metrics = pretrain_step(learner, splits["base"], step, cfg, device)
+                metrics = pretrain_step(learner, splits["base"], step, cfg, device, part)
             else:
-                batch = train_sampler.batch(range(step * task.meta_batch, (step + 1) * task.meta_batch))
+                first = step * task.meta_batch
+                batch = train_sampler.batch(range(first + part.start, first + part.stop))
                 metrics = learner.meta_backward(batch.to(device, non_blocking=True))
-        loss = float(metrics["loss"])
-        if not math.isfinite(loss):
-            last = run_dir / "last.pt"
-            kept = (
-                f"the last good checkpoint {last} is intact"
-                if last.exists()
-                else "no checkpoint was written yet"
-            )
-            raise TrainingError(
-                f"loss became {loss} at step {step + 1}; stopped ({kept}). Try a lower optim.lr or inner.lr."
-            )
+        distributed.reduce_gradients(learner.parameters(), weight, ctx)
+        metrics = distributed.reduce_metrics(metrics, weight, ctx)
+        # Non-finite losses are noted on the device and checked (a host sync) only where the
+        # run logs or writes: no checkpoint ever holds the weights they produce.
+        newly = ~torch.isfinite(metrics["loss"]) & (first_bad < 0)
+        first_bad = torch.where(newly, step + 1, first_bad)
+        bad_loss = torch.where(newly, metrics["loss"].detach().float(), bad_loss)
         opt.step()
         sched.step()
         done_since += 1
-        if (step + 1) % cfg.train.log_every == 0 or step + 1 == cfg.train.steps:
+        bar.update(1)
+        last_step = step + 1 == cfg.train.steps
+        logging = (step + 1) % cfg.train.log_every == 0 or last_step
+        validating = (step + 1) % cfg.train.val_every == 0 or last_step
+        if logging or validating or (step + 1) % every == 0:
+            stop_if_non_finite(int(first_bad), float(bad_loss))
+        if not ctx.main:  # rank 0 alone logs, validates and writes checkpoints
+            continue
+        if logging:
+            loss = float(metrics["loss"])
             now = time.perf_counter()
             per_step = task.meta_batch if not pretrain else cfg.train.batch_size
             rate = done_since * per_step / (now - tick)
@@ -310,8 +345,7 @@ def train(cfg: DictConfig) -> Path:
             if cfg.train.quiet:
                 print(json.dumps(record), flush=True)
             tick, done_since = now, 0
-        bar.update(1)
-        if (step + 1) % cfg.train.val_every == 0 or step + 1 == cfg.train.steps:
+        if validating:
             learner.eval()
             val = validate(learner, val_sampler, cfg.train.val_episodes, device, pretrain)
             log.write(
@@ -328,6 +362,8 @@ def train(cfg: DictConfig) -> Path:
         elif (step + 1) % every == 0:
             checkpoint(step + 1, "last.pt")
     bar.close()
+    if not ctx.main:
+        return run_dir
     log.close()
     if board is not None:
         board.close()
@@ -405,7 +441,10 @@ def main(argv: list[str] | None = None) -> None:
     except (ConfigError, TrainingError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    print(f"run directory: {run_dir}")
+    ctx = distributed.current()
+    if ctx.main:
+        print(f"run directory: {run_dir}")
+    distributed.close(ctx)
 
 
 if __name__ == "__main__":

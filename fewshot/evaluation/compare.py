@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
+from fewshot import distributed
 from fewshot.data import EpisodeSampler, ImageSet
 from fewshot.evaluation.metrics import METRICS, query_metrics
 from fewshot.learners import Learner
@@ -126,6 +127,8 @@ def compare(
         settings: ``Setting`` objects or strings like ``"5w1s"``.
         baseline: the label every other method is compared with, episode by episode.
         batch_episodes: episodes adapted together (halved automatically on CUDA OOM).
+        Under ``torchrun`` every process scores a share of each setting's chunks of episodes
+        and all of them receive the whole result (the same as one process).
         embed_once: for a learner with a :meth:`~fewshot.learners.Learner.feature_extractor`
             (SimpleShot, ProtoNet, linear probe), embed every image of ``dataset`` once and
             give it the episodes' features: the same episodes and predictions (to float
@@ -145,34 +148,41 @@ def compare(
     parsed = [s if isinstance(s, Setting) else Setting.parse(s) for s in settings]
     samplers = {s: s.sampler(dataset, q_query, seed) for s in parsed}  # every setting is checked first
     scores: dict[str, dict[str, Scores]] = {s.key: {} for s in parsed}
+    ctx = distributed.current()  # under torchrun, the chunks of episodes are shared out
     features: dict[str, torch.Tensor] = {}  # label -> features of every image of the dataset
     for label, learner in methods.items():
         extract = learner.feature_extractor() if embed_once else None
         if extract is not None:
             start = time.perf_counter()
             features[label] = embed_dataset(extract, dataset, device)
-            if progress:
+            if progress and ctx.main:
                 tqdm.write(
                     f"{label}: embedded the {len(dataset.images)} images once "
                     f"({time.perf_counter() - start:.1f} s)"
                 )
+    chunks = [range(lo, min(lo + batch_episodes, episodes)) for lo in range(0, episodes, batch_episodes)]
     for setting, sampler in samplers.items():
         for label, learner in methods.items():
             torch.manual_seed(seed)
             bar = tqdm(
-                total=episodes, desc=f"{setting.key} {label}", unit="ep", disable=not progress, leave=False
+                total=episodes,
+                desc=f"{setting.key} {label}",
+                unit="ep",
+                disable=not progress or not ctx.main,
+                leave=False,
             )
-            parts: list[dict[str, torch.Tensor]] = []
+            mine: dict[int, dict[str, torch.Tensor]] = {}
             start = time.perf_counter()
-            for lo in range(0, episodes, batch_episodes):
-                indices = range(lo, min(lo + batch_episodes, episodes))
-                parts.append(_score(learner, sampler, indices, device, features.get(label)))
-                bar.update(len(indices))
+            for c in range(ctx.rank, len(chunks), ctx.world):
+                mine[c] = _score(learner, sampler, chunks[c], device, features.get(label))
+                bar.update(len(chunks[c]) * ctx.world)
+            shares = distributed.gather_objects(mine, ctx)
+            parts = {c: part for share in shares for c, part in share.items()}
             seconds = time.perf_counter() - start
             bar.close()
-            metrics = {m: torch.cat([p[m] for p in parts]) for m in METRICS}
+            metrics = {m: torch.cat([parts[c][m] for c in range(len(chunks))]) for m in METRICS}
             scores[setting.key][label] = Scores(metrics, seconds)
-            if progress:
+            if progress and ctx.main:
                 tqdm.write(
                     f"{setting} {label}: accuracy {mean_ci(metrics['accuracy'])} "
                     f"({episodes / seconds:.1f} episodes/s)"
