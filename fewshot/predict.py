@@ -64,7 +64,12 @@ def query_files(query: Path) -> tuple[list[Path], list[str] | None]:
         return loose, None
     if not folders:
         raise ValueError(f"query folder {str(query)!r} has no images ({', '.join(IMAGE_EXTENSIONS)})")
-    classes = find_classes(query)
+    return labelled_files(query)
+
+
+def labelled_files(root: str | Path) -> tuple[list[Path], list[str]]:
+    """Every image under ``root``'s class folders, and its class (:func:`find_classes`)."""
+    classes = find_classes(root)
     return [p for _, _, ps in classes for p in ps], [name for name, _, ps in classes for _ in ps]
 
 
@@ -119,16 +124,15 @@ def predict(args: argparse.Namespace) -> Path:
             f"support folder {args.support!r} does not exist; give --support <folder with one sub-folder "
             "of images per class>"
         )
-    support = find_classes(args.support)
-    files = [p for _, _, ps in support for p in ps]
-    names = [name for name, _, ps in support for _ in ps]
+    files, names = labelled_files(args.support)
+    n_classes = len(set(names))
     support_x, _ = read_images(prep, files, "raise", "support")
-    if model.trained_ways is not None and model.trained_ways != len(support):
+    if model.trained_ways is not None and model.trained_ways != n_classes:
         print(
             f"note: {args.checkpoint} was meta-trained for {model.trained_ways}-way tasks; its head "
-            f"starts from the mean of its rows for these {len(support)} classes"
+            f"starts from the mean of its rows for these {n_classes} classes"
         )
-    print(f"adapting {model.method} to {len(support)} classes from {len(files)} support images")
+    print(f"adapting {model.method} to {n_classes} classes from {len(files)} support images")
     adapted = model.adapt(support_x, names)
 
     queries, truth = query_files(Path(args.query))
