@@ -50,7 +50,7 @@ class DataConfig:
     seed: int = 0  # synthetic only
     rotations: bool = False  # 90/180/270-degree copies of base classes as new classes
     on_error: str = "raise"  # folder: "skip" leaves unreadable images out with a warning
-    augment: str = "none"  # pretraining batches: none | crop | crop-flip (fewshot.data.augment)
+    augment: str = "none"  # training images: none | crop | crop-flip | affine (fewshot.data.augment)
     split: SplitConfig = field(default_factory=SplitConfig)
 
 
@@ -159,6 +159,9 @@ class EvalConfig:
     split: str = "novel"  # which part of data.split to evaluate on
     batch_episodes: int = 20  # episodes adapted together
     embed_once: bool = True  # frozen-feature methods: embed each image once, not once per episode
+    reuse: list[str] = field(
+        default_factory=list
+    )  # earlier evaluation dirs: their scores of the same methods
     finetune: FineTuneConfig = field(default_factory=FineTuneConfig)
     device: str = "auto"
     out_dir: str = "eval"

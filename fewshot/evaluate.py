@@ -2,7 +2,8 @@
 
 Read top to bottom: resolve the config (``configs/evaluate.yaml``), parse the settings and
 method specs, load the data and its split, build every method (checking checkpoints
-before any episode runs), then score all methods on the same episodes of each setting,
+before any episode runs), then score all methods on the same episodes of each setting
+(taking the scores that earlier evaluations in ``reuse=[...]`` hold for the same methods),
 write the report into a new output directory and print its tables.
 """
 
@@ -28,7 +29,8 @@ from fewshot.evaluation import (
     parse_method,
     save_report,
 )
-from fewshot.io import atomic_write_text
+from fewshot.evaluation.reuse import load_reused, method_records
+from fewshot.io import atomic_write_json, atomic_write_text
 from fewshot.train import load_splits, new_run_dir, resolve_device
 
 
@@ -58,12 +60,15 @@ def evaluate(cfg: DictConfig) -> tuple[Path, Comparison]:
     base = splits.get("base") if cfg.split != "base" else None
     ctx = BuildContext(channels, size, cfg.model.backbone, cfg.finetune, cfg.seed, evaluated, base, device)
     methods = {spec.label: build_method(spec, ctx) for spec in specs}
+    records = method_records(specs)
+    reused = load_reused(list(cfg.reuse), cfg, manifest, records, settings)
 
     made = new_run_dir(cfg.out_dir, cfg.name or "evaluate") if dist.main else None  # rank 0 writes
     out = Path(distributed.broadcast_object(str(made), dist))
     if dist.main:
         atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg))
         save_manifest(manifest, out / "split.json")
+        atomic_write_json(out / "methods.json", records)
         print(
             f"evaluating {len(methods)} method(s) on {evaluated.num_classes} {cfg.split} classes: "
             f"{', '.join(s.key for s in settings)}, {cfg.episodes} episodes each, baseline {baseline}",
@@ -81,7 +86,9 @@ def evaluate(cfg: DictConfig) -> tuple[Path, Comparison]:
         device=device,
         progress=not cfg.quiet,
         embed_once=cfg.embed_once,
+        known=reused.scores,
     )
+    result.reused = reused.sources
     if dist.main:
         save_report(result, out)
     return out, result
@@ -114,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     if ctx.main:
         print()
         print((out / "report.md").read_text(), end="")
-        print(f"\nreport: {out}/report.md, report.json, results.csv, episodes.json, accuracy.png")
+        print(f"\nreport: {out}/report.md, report.json, results.csv, episodes.json, accuracy.png, scores.pt")
     distributed.close(ctx)
 
 

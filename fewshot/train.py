@@ -239,7 +239,14 @@ def train(cfg: DictConfig) -> Path:
     train_sampler = (
         None
         if pretrain
-        else EpisodeSampler(splits["base"], task.n_way, task.k_shot, task.q_query, seed=cfg.train.seed)
+        else EpisodeSampler(
+            splits["base"],
+            task.n_way,
+            task.k_shot,
+            task.q_query,
+            seed=cfg.train.seed,
+            augment=cfg.data.augment,
+        )
     )
     val_sampler = val_setting.sampler(splits["val"], max(task.q_query, 1), seed=cfg.train.seed + 1)
 

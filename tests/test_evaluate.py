@@ -306,6 +306,7 @@ def test_cli_evaluates_every_kind_and_repeats_itself(runs, tmp_path, capsys):
         (["methods=[scratch]", "settings=[50w1s]"], "n_way=50 but the dataset has only 40 classes"),
         (["methods=[maml:{runs}/maml]", "split=base"], "base classes that"),
         (["methodz=[scratch]"], "did you mean 'methods'"),
+        (["methods=[scratch]", "reuse=[{tmp}]"], "not found; give the output directory of an evaluation"),
         ([], "no methods to evaluate"),
     ],
 )
@@ -317,3 +318,34 @@ def test_cli_errors_name_the_problem_and_write_nothing(runs, tmp_path, capsys, o
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_reuse_takes_earlier_scores_of_the_same_methods_only(runs, tmp_path, capsys):
+    pair = f"proto=protonet:{runs}/protonet,probe=finetune:{runs}/pretrain"
+    two = f"methods=[{pair}]"
+    _evaluate(tmp_path, two, "name=a")
+    earlier = torch.load(tmp_path / "a" / "scores.pt", weights_only=True)
+    marked = earlier["5w1s"]["proto"]["accuracy"].clone().fill_(0.125)  # proves what is read
+    earlier["5w1s"]["proto"]["accuracy"] = marked
+    torch.save(earlier, tmp_path / "a" / "scores.pt")
+    three = f"methods=[{pair},ss=simpleshot:{runs}/pretrain]"
+    _evaluate(tmp_path, three, "name=b", "episodes=3", f"reuse=[{tmp_path}/a]")
+    later = torch.load(tmp_path / "b" / "scores.pt", weights_only=True)
+    assert torch.equal(later["5w1s"]["proto"]["accuracy"], marked[:3])
+    for key in ("5w1s", "10w2s"):
+        assert torch.equal(later[key]["probe"]["f1"], earlier[key]["probe"]["f1"][:3])
+    _evaluate(tmp_path, three, "name=c", "episodes=3")  # measured afresh: the same numbers
+    fresh = torch.load(tmp_path / "c" / "scores.pt", weights_only=True)
+    for key in ("5w1s", "10w2s"):
+        assert torch.equal(later[key]["ss"]["accuracy"], fresh[key]["ss"]["accuracy"])
+        assert torch.equal(later[key]["probe"]["accuracy"], fresh[key]["probe"]["accuracy"])
+    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert report["reused"]["10w2s"] == {"proto": f"{tmp_path}/a", "probe": f"{tmp_path}/a"}
+    assert "Scores reused from earlier evaluations" in (tmp_path / "b" / "report.md").read_text()
+    # longer than what was scored, or another protocol: measured again, or refused
+    _evaluate(tmp_path, three, "name=d", "episodes=5", f"reuse=[{tmp_path}/a]")
+    assert json.loads((tmp_path / "d" / "report.json").read_text())["reused"] == {}
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        _evaluate(tmp_path, three, "name=e", "finetune.lr=0.5", f"reuse=[{tmp_path}/a]")
+    assert "its finetune differs from this evaluation's" in capsys.readouterr().err

@@ -99,3 +99,18 @@ def test_augment_shifts_and_flips_within_the_padding(kind):
     assert augment(x, "none", torch.Generator()) is x
     with pytest.raises(ValueError, match="crop-flip"):
         augment(x, "rotate", torch.Generator())
+
+
+def test_affine_augment_moves_strokes_a_little_and_keeps_them():
+    x = torch.zeros(8, 1, 28, 28)
+    x[:, :, 8:20, 13:15] = 1.0  # a vertical stroke in the middle
+    g = torch.Generator().manual_seed(0)
+    out = augment(x, "affine", g)
+    assert out.shape == x.shape and torch.equal(out, augment(x, "affine", torch.Generator().manual_seed(0)))
+    assert out.min() >= 0 and out.max() <= 1
+    changed = (out - x).abs().flatten(1).sum(1)
+    assert (changed > 1).all()  # every image is transformed ...
+    assert len({round(float(c), 3) for c in changed}) == 8  # ... each its own way
+    ink = out.flatten(1).sum(1) / x.flatten(1).sum(1)
+    assert ((ink > 0.7) & (ink < 1.3)).all()  # scaled by at most 10% per side: the stroke stays
+    assert out[:, :, :3].sum() == 0 and out[:, :, -3:].sum() == 0  # and stays near the centre

@@ -252,6 +252,20 @@ def test_torchvision_backbone_takes_a_saved_state_dict(tmp_path):
     assert model(torch.rand(2, 3, 32, 32)).shape == (2, 5)
 
 
+@pytest.mark.parametrize(
+    ("name", "channels", "size"), [("conv4", 1, 28), ("resnet12", 3, 32), ("resnet18", 1, 32)]
+)
+def test_run_blocks_in_two_parts_gives_the_features(name, channels, size):
+    torch.manual_seed(0)
+    backbone = build_model(name, 5, in_channels=channels, image_size=size).backbone.eval()
+    x = torch.rand(2, channels, size, size)
+    with torch.no_grad():
+        features = backbone(x)
+        assert features.shape == (2, backbone.feature_dim)
+        for k in range(1, len(backbone.blocks)):
+            torch.testing.assert_close(backbone.run_blocks(backbone.run_blocks(x, 0, k), k), features)
+
+
 @pytest.mark.parametrize("cls", [MAML, ANIL, MetaSGD])
 def test_meta_backward_equals_meta_loss_backward(small_synthetic, cls):
     batch = _double_batch(small_synthetic, tasks=3)

@@ -158,3 +158,15 @@ def test_within_group_episodes_draw_every_class_from_one_group(small_synthetic):
     assert torch.equal(sampler.batch(range(7)).query_x, again.batch(range(7)).query_x)
     with pytest.raises(ValueError, match="largest group has 20 classes"):
         EpisodeSampler(small_synthetic, 21, 1, 2, within_group=True)
+
+
+def test_augmented_episodes_keep_their_images_and_stay_pure(small_synthetic):
+    plain = EpisodeSampler(small_synthetic, n_way=5, k_shot=2, q_query=3, seed=4)
+    aug = EpisodeSampler(small_synthetic, n_way=5, k_shot=2, q_query=3, seed=4, augment="affine")
+    a, p = aug.batch(range(3, 6)), plain.batch(range(3, 6))
+    assert torch.equal(a.classes, p.classes) and torch.equal(a.support_y, p.support_y)
+    assert not torch.allclose(a.support_x, p.support_x)
+    # episode 4 is the same whichever batch it comes in
+    assert torch.equal(aug.batch([4]).query_x[0], a.query_x[1])
+    with pytest.raises(ValueError, match="affine"):
+        EpisodeSampler(small_synthetic, 5, 1, 1, augment="rotate")

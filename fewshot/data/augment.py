@@ -1,17 +1,23 @@
-"""Batched, seeded image augmentation for supervised pretraining.
+"""Batched, seeded image augmentation.
 
 ``"crop"``: each image shifted by up to 1/8 of its side (reflect-padded, then cropped back
 to its size); ``"crop-flip"``: also mirrored left-right with probability 1/2 (natural
-images; not characters, whose mirror image is another character). Random choices come from
-the caller's generator, so a pretraining step is still a pure function of (seed, step).
+images; not characters, whose mirror image is another character). ``"affine"``: a small
+random rotation (up to 15 degrees), scaling (0.9 to 1.1), shear (up to 0.15) and shift (up
+to 1/10 of the side), resampled bilinearly with 0 outside the image: the handwriting kind
+(strokes on a 0 background), which keeps a character the same character. Random choices
+come from the caller's generator, so a training step is still a pure function of
+(seed, step).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
-AUGMENTATIONS = ("none", "crop", "crop-flip")
+AUGMENTATIONS = ("none", "crop", "crop-flip", "affine")
 
 
 def augment(images: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
@@ -20,6 +26,8 @@ def augment(images: torch.Tensor, kind: str, generator: torch.Generator) -> torc
         raise ValueError(f"augmentation {kind!r} is not one of {', '.join(AUGMENTATIONS)}")
     if kind == "none":
         return images
+    if kind == "affine":
+        return _affine(images, generator)
     n, c, h, w = images.shape
     pad = max(1, min(h, w) // 8)
     padded = F.pad(images, (pad, pad, pad, pad), mode="reflect")
@@ -35,3 +43,25 @@ def augment(images: torch.Tensor, kind: str, generator: torch.Generator) -> torc
     batch = torch.arange(n, device=images.device)[:, None, None, None]
     channel = torch.arange(c, device=images.device)[None, :, None, None]
     return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def _affine(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each image through its own random rotation, scaling, shear and shift (see the module)."""
+    n = images.shape[0]
+
+    def uniform(bound: float, centre: float = 0.0) -> torch.Tensor:
+        return centre + bound * (2 * torch.rand(n, generator=generator, dtype=torch.float64) - 1)
+
+    angle, scale = uniform(math.radians(15)), uniform(0.1, centre=1.0)
+    shear, shift = uniform(0.15), torch.stack([uniform(0.2), uniform(0.2)], 1)  # 0.2 = 1/10 of [-1, 1]
+    cos, sin = angle.cos() / scale, angle.sin() / scale
+    # Output coordinates to input coordinates: rotate and scale, then shear along x.
+    theta = torch.stack(
+        [
+            torch.stack([cos + shear * sin, -sin + shear * cos, shift[:, 0]], 1),
+            torch.stack([sin, cos, shift[:, 1]], 1),
+        ],
+        1,
+    ).to(images.device, images.dtype)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -19,12 +19,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from fewshot.data.augment import AUGMENTATIONS, augment
 from fewshot.data.imageset import ImageSet
 
 _GOLDEN = 0x9E3779B97F4A7C15
 _MASK64 = (1 << 64) - 1
 _CLASS_SALT, _IMAGE_SALT, _SLOT_SALT = 0x243F6A8885A308D3, 0x13198A2E03707344, 0xA4093822299F31D0
 _GROUP_SALT = 0x082EFA98EC4E6C89
+_AUGMENT_SALT = 0x452821E638D01377
 
 
 def _fmix(z: np.ndarray) -> np.ndarray:
@@ -109,6 +111,8 @@ class EpisodeSampler:
         within_group: draw all ``n_way`` classes of an episode from one group (e.g. one
             Omniglot alphabet, the harder original one-shot task); the group is drawn per
             episode among those with at least ``n_way`` classes.
+        augment: meta-training augmentation of every image (``fewshot.data.augment``; default
+            none), random per image and still a pure function of ``(seed, index)``.
 
     Raises:
         ValueError: if a size is not positive, if ``n_way`` exceeds the classes available
@@ -124,6 +128,7 @@ class EpisodeSampler:
         q_query: int,
         seed: int = 0,
         within_group: bool = False,
+        augment: str = "none",
     ):
         for name, value, low in (("n_way", n_way, 1), ("k_shot", k_shot, 1), ("q_query", q_query, 0)):
             if not isinstance(value, int) or value < low:
@@ -144,6 +149,9 @@ class EpisodeSampler:
                 f"class(es) have fewer: {listed}{more}; lower k_shot or q_query to at most "
                 f"{int(counts.min())}, or drop those classes"
             )
+        if augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
+        self.augment = augment
         self.dataset = dataset
         self.n_way, self.k_shot, self.q_query, self.seed = n_way, k_shot, q_query, seed
         self.within_group = within_group
@@ -231,6 +239,13 @@ class EpisodeSampler:
         else:
             x = features.index_select(0, flat.view(-1).to(features.device))
         x = x.view(b, nk + nq, *x.shape[1:])
+        if self.augment != "none" and features is None:
+            x = torch.stack(
+                [
+                    augment(im, self.augment, self._augment_generator(i))
+                    for i, im in zip(indices, x, strict=True)
+                ]
+            )
         return Episode(
             support_x=x[:, :nk],
             support_y=self._support_y.expand(b, nk).clone(),
@@ -238,6 +253,10 @@ class EpisodeSampler:
             query_y=self._query_y.expand(b, nq).clone(),
             classes=torch.from_numpy(classes),
         )
+
+    def _augment_generator(self, index: int) -> torch.Generator:
+        """The random source of episode ``index``'s augmentation (derived from its key)."""
+        return torch.Generator().manual_seed(episode_seed(self.seed, index) ^ _AUGMENT_SALT)
 
     def stream(self, batch_size: int, start: int = 0) -> Iterator[Episode]:
         """Endless meta-training batches: episodes ``start..start+B-1``, then the next ``B``, ...

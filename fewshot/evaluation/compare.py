@@ -84,6 +84,7 @@ class Comparison:
     seed: int
     scores: dict[str, dict[str, Scores]]
     dataset: ImageSet = field(repr=False)
+    reused: dict[str, dict[str, str]] = field(default_factory=dict)  # setting -> label -> where from
 
     def summary(self, method: str, setting: Setting) -> dict[str, MeanCI]:
         """Mean and 95% CI over episodes of every metric."""
@@ -118,6 +119,7 @@ def compare(
     device: torch.device | str = "cpu",
     progress: bool = True,
     embed_once: bool = True,
+    known: Mapping[str, Mapping[str, Scores]] | None = None,
 ) -> Comparison:
     """Score every method on the same ``episodes`` episodes of each setting.
 
@@ -134,6 +136,8 @@ def compare(
             give it the episodes' features: the same episodes and predictions (to float
             rounding), without embedding an image again in every episode that draws it. Its
             episodes/s then counts adaptation and prediction on those features.
+        known: scores already measured, ``known[setting key][label]`` (an earlier evaluation's,
+            see :mod:`fewshot.evaluation.reuse`); they are taken as they are, not measured again.
 
     Example:
         >>> result = compare({"maml": maml, "probe": FineTune(backbone)}, novel, ["5w1s"], baseline="probe")
@@ -149,8 +153,15 @@ def compare(
     samplers = {s: s.sampler(dataset, q_query, seed) for s in parsed}  # every setting is checked first
     scores: dict[str, dict[str, Scores]] = {s.key: {} for s in parsed}
     ctx = distributed.current()  # under torchrun, the chunks of episodes are shared out
+    known = known or {}
+    for key, by_label in known.items():
+        for label, s in by_label.items():
+            if len(s.metrics["accuracy"]) != episodes:
+                raise ValueError(f"known scores of {label!r} in {key} are not of {episodes} episodes")
     features: dict[str, torch.Tensor] = {}  # label -> features of every image of the dataset
     for label, learner in methods.items():
+        if all(label in known.get(s.key, {}) for s in parsed):
+            continue
         extract = learner.feature_extractor() if embed_once else None
         if extract is not None:
             start = time.perf_counter()
@@ -163,6 +174,9 @@ def compare(
     chunks = [range(lo, min(lo + batch_episodes, episodes)) for lo in range(0, episodes, batch_episodes)]
     for setting, sampler in samplers.items():
         for label, learner in methods.items():
+            if label in known.get(setting.key, {}):
+                scores[setting.key][label] = known[setting.key][label]
+                continue
             torch.manual_seed(seed)
             bar = tqdm(
                 total=episodes,

@@ -4,7 +4,8 @@ Every file is written atomically (temporary file, then rename), so an interrupte
 never leaves a truncated report. ``results.csv`` has one row per method, setting and
 episode, so any later analysis (other tests, other metrics) needs no rerun; the
 ``episode`` column pairs rows across methods, and ``episodes.json`` lists each episode's
-classes and images.
+classes and images. ``scores.pt`` holds the same metrics exactly (float tensors) with each
+method's time, for a later evaluation to reuse (:mod:`fewshot.evaluation.reuse`).
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ import math
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from fewshot.evaluation.compare import Comparison
 from fewshot.evaluation.metrics import METRICS
+from fewshot.evaluation.reuse import scores_state
 from fewshot.io import atomic_write, atomic_write_json, atomic_write_text
 
-FILES = ("report.md", "report.json", "results.csv", "episodes.json", "accuracy.png")
+FILES = ("report.md", "report.json", "results.csv", "episodes.json", "accuracy.png", "scores.pt")
 
 
 def _pct(x: float) -> float:
@@ -59,6 +63,7 @@ def to_json(c: Comparison) -> dict[str, Any]:
         "seed": c.seed,
         "units": "metrics and differences in percent; ci95 is the half-width of the 95% t-interval",
         "results": results,
+        "reused": c.reused,
     }
 
 
@@ -107,6 +112,17 @@ def markdown(c: Comparison) -> str:
         "",
         *_table(c, lambda m, s: f"{c.scores[s.key][m].episodes_per_s:.1f}"),
     ]
+    if c.reused:
+        lines += [
+            "",
+            "## Scores reused from earlier evaluations (same episodes; speed as measured there)",
+            "",
+        ]
+        lines += [
+            f"- {label}, {key}: {source}"
+            for key, by_label in c.reused.items()
+            for label, source in by_label.items()
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -203,6 +219,8 @@ def save_report(c: Comparison, out_dir: str | Path) -> dict[str, Path]:
         "results.csv": atomic_write_text(out / "results.csv", results_csv(c)),
         "episodes.json": atomic_write_json(out / "episodes.json", episode_manifest(c)),
     }
+    state = scores_state(c.scores)
+    paths["scores.pt"] = atomic_write(out / "scores.pt", lambda f: torch.save(state, f))
     png = plot_png(c)
     paths["accuracy.png"] = atomic_write(out / "accuracy.png", lambda f: f.write(png))
     return paths

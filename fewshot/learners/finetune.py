@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
 import torch
@@ -27,6 +26,7 @@ from torch.func import functional_call
 from fewshot.learners.base import BatchPredictor, Learner
 from fewshot.learners.features import batch_features, embed
 from fewshot.learners.functional import batch_statistics
+from fewshot.models import channels_last
 
 
 class CosineHead(nn.Module):
@@ -118,7 +118,10 @@ class FineTune(Learner):
         """
         b, n = support_y.shape
         head = self._new_head(int(support_y.max()) + 1, support_x)
-        net = nn.Sequential(OrderedDict(backbone=self.backbone, head=head))
+        # Frozen blocks on running statistics map each image to fixed activations: computed
+        # once per episode here instead of in every SGD step.
+        start = self.freeze_blocks if self.mode == "partial" and self.batch_norm == "running" else 0
+        net = _Network(self.backbone, head, start)
         trained = {f"backbone.{name}" for name in self._trained_names()}
         trained |= {f"head.{name}" for name, _ in head.named_parameters()}
         linear = self.mode == "linear"
@@ -144,7 +147,7 @@ class FineTune(Learner):
         momenta: dict[str, torch.Tensor] = {}
         g = torch.Generator().manual_seed(self.seed)
         with self._backbone_mode():
-            inputs = self._features(support_x) if linear else support_x
+            inputs = self._features(support_x) if linear else self._frozen_part(support_x, start)
             with torch.enable_grad():
                 for _ in range(self.epochs):
                     order = torch.randperm(n, generator=g).to(support_x.device)
@@ -161,7 +164,7 @@ class FineTune(Learner):
 
         def predict(query_x: torch.Tensor) -> torch.Tensor:
             with self._backbone_mode():
-                x = self._features(query_x) if linear else query_x
+                x = self._features(query_x) if linear else self._frozen_part(query_x, start)
                 return torch.vmap(lambda w, x: functional_call(model, {**fixed, **w}, (x,)))(weights, x)
 
         return predict
@@ -189,11 +192,32 @@ class FineTune(Learner):
             return torch.vmap(self.backbone)(images)
         return batch_features(self.backbone, images)
 
+    def _frozen_part(self, images: torch.Tensor, blocks: int) -> torch.Tensor:
+        """The output of the first ``blocks`` backbone blocks for ``[B, M, C, H, W]`` images
+        (the images themselves for 0)."""
+        if blocks == 0:
+            return images
+        b, m = images.shape[:2]
+        out = self.backbone.run_blocks(channels_last(images.flatten(0, 1)), 0, blocks)
+        return out.reshape(b, m, *out.shape[1:])
+
     def feature_extractor(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
         """The backbone's features for a linear probe on running statistics; else ``None``."""
         if self.mode != "linear" or self.batch_norm != "running":
             return None
         return functools.partial(embed, self.backbone)
+
+
+class _Network(nn.Module):
+    """The head on the backbone's features, entering the backbone at block ``start`` (its input
+    is then what enters that block). Parameter names are ``backbone.*`` and ``head.*``."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, start: int = 0):
+        super().__init__()
+        self.backbone, self.head, self.start = backbone, head, start
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone.run_blocks(x, self.start))
 
 
 def _linear_head_grads(

@@ -1,7 +1,9 @@
 """Feature extractors: Conv-4, ResNet-12 and torchvision classification networks.
 
 Every backbone maps ``[B, C, H, W]`` images to ``[B, feature_dim]`` features and exposes
-``feature_dim`` and ``blocks`` (its stages in order, so fine-tuning can freeze the first L).
+``feature_dim``, ``blocks`` (its stages in order, so fine-tuning can freeze the first L) and
+``run_blocks(x, start, stop)``, which runs only blocks ``start..stop-1``: partial fine-tuning
+computes the frozen blocks once per episode and trains on their output.
 """
 
 from __future__ import annotations
@@ -61,7 +63,13 @@ class Conv4(nn.Module):
         self.feature_dim = width * side * side
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(x).flatten(1)
+        return self.run_blocks(x)
+
+    def run_blocks(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Blocks ``start..stop-1`` on ``x`` (images for ``start=0``, else what enters block
+        ``start``); up to the end (``stop=None``) this gives the features."""
+        x = self.blocks[start:stop](x)
+        return x.flatten(1) if stop is None else x
 
 
 class ResidualBlock12(nn.Module):
@@ -98,7 +106,12 @@ class ResNet12(nn.Module):
         self.feature_dim = widths[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(x).mean(dim=(2, 3))
+        return self.run_blocks(x)
+
+    def run_blocks(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Blocks ``start..stop-1`` on ``x``; up to the end, the pooled features (see Conv4)."""
+        x = self.blocks[start:stop](x)
+        return x.mean(dim=(2, 3)) if stop is None else x
 
 
 class TorchvisionBackbone(nn.Module):
@@ -132,9 +145,19 @@ class TorchvisionBackbone(nn.Module):
     def blocks(self) -> list[nn.Module]:
         """The stem and the four residual stages, in order (not registered twice)."""
         net = self.net
-        return [nn.Sequential(net.conv1, net.bn1), net.layer1, net.layer2, net.layer3, net.layer4]
+        stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        return [stem, net.layer1, net.layer2, net.layer3, net.layer4]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.in_channels == 1:
-            x = x.expand(-1, 3, -1, -1)
-        return self.net((x - self.mean) / self.std)
+        return self.run_blocks(x)
+
+    def run_blocks(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Blocks ``start..stop-1`` on ``x``; images are normalised first, and up to the end
+        the pooled features come out (see Conv4)."""
+        if start == 0:
+            if self.in_channels == 1:
+                x = x.expand(-1, 3, -1, -1)
+            x = (x - self.mean) / self.std
+        for block in self.blocks[start:stop]:
+            x = block(x)
+        return self.net.avgpool(x).flatten(1) if stop is None else x
