@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -342,6 +343,10 @@ def test_reuse_takes_earlier_scores_of_the_same_methods_only(runs, tmp_path, cap
     report = json.loads((tmp_path / "b" / "report.json").read_text())
     assert report["reused"]["10w2s"] == {"proto": f"{tmp_path}/a", "probe": f"{tmp_path}/a"}
     assert "Scores reused from earlier evaluations" in (tmp_path / "b" / "report.md").read_text()
+    shutil.copytree(runs / "protonet", tmp_path / "moved")  # the same checkpoint elsewhere: reused
+    _evaluate(tmp_path, f"methods=[proto=protonet:{tmp_path}/moved]", "name=f", f"reuse=[{tmp_path}/a]")
+    moved = torch.load(tmp_path / "f" / "scores.pt", weights_only=True)
+    assert torch.equal(moved["5w1s"]["proto"]["accuracy"], marked)
     # longer than what was scored, or another protocol: measured again, or refused
     _evaluate(tmp_path, three, "name=d", "episodes=5", f"reuse=[{tmp_path}/a]")
     assert json.loads((tmp_path / "d" / "report.json").read_text())["reused"] == {}

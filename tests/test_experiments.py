@@ -29,3 +29,16 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         assert json.loads((tmp_path / manifest).read_text()) == json.loads((STUDY / manifest).read_text())
     timings = (tmp_path / "timings.tsv").read_text().split()
     assert "evaluate" in timings and "maml-pretrained" in timings
+    # again, for two methods: the runs are finished, and the last evaluation's scores are reused
+    subprocess.run(
+        ["bash", str(STUDY / "run.sh"), "--quick", "--out", str(tmp_path), "--data", str(data)]
+        + ["--methods", "linear-probe", "--methods", "scratch", "--reuse", str(tmp_path / "eval.prev")],
+        check=True,
+        cwd=ROOT,
+        env=env,
+    )
+    again = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert again["methods"] == ["linear-probe", "scratch"]
+    for key in report["settings"]:
+        assert again["reused"][key] == {m: str(tmp_path / "eval.prev") for m in again["methods"]}
+        assert again["results"][key]["scratch"]["accuracy"] == report["results"][key]["scratch"]["accuracy"]

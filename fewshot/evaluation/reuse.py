@@ -73,9 +73,10 @@ def load_reused(
 ) -> Reused:
     """The scores of this evaluation's methods that the ``earlier`` directories already hold.
 
-    A method is reused from the first directory that scored it with the same record
-    (:func:`method_records`) on at least ``cfg.episodes`` episodes of a setting; its first
-    ``cfg.episodes`` episodes are taken. A directory whose protocol differs is an error.
+    A method is reused from the first directory that scored it under the same label with the
+    same kind and checkpoint bytes (:func:`method_records`; the checkpoint may have moved) on at
+    least ``cfg.episodes`` episodes of a setting; its first ``cfg.episodes`` episodes are taken.
+    A directory whose protocol differs is an error.
     """
     reused = Reused()
     for name in earlier:
@@ -101,7 +102,7 @@ def load_reused(
         old_records = json.loads((d / "methods.json").read_text())
         state = torch.load(d / "scores.pt", weights_only=True)
         for label, record in records.items():
-            if old_records.get(label) != record:
+            if _identity(old_records.get(label)) != _identity(record):
                 continue
             for s in settings:
                 entry = state.get(s.key, {}).get(label)
@@ -114,3 +115,8 @@ def load_reused(
                 reused.scores.setdefault(s.key, {})[label] = Scores(metrics, entry["seconds"] * fraction)
                 reused.sources.setdefault(s.key, {})[label] = name
     return reused
+
+
+def _identity(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What must match for a method's scores to be reused: not where its checkpoint lies."""
+    return None if record is None else {k: v for k, v in record.items() if k != "checkpoint"}
