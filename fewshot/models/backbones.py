@@ -68,7 +68,8 @@ class Conv4(nn.Module):
     def run_blocks(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """Blocks ``start..stop-1`` on ``x`` (images for ``start=0``, else what enters block
         ``start``); up to the end (``stop=None``) this gives the features."""
-        x = self.blocks[start:stop](x)
+        for block in list(self.blocks)[start:stop]:  # slicing the Sequential would build a new one
+            x = block(x)
         return x.flatten(1) if stop is None else x
 
 
@@ -110,7 +111,8 @@ class ResNet12(nn.Module):
 
     def run_blocks(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """Blocks ``start..stop-1`` on ``x``; up to the end, the pooled features (see Conv4)."""
-        x = self.blocks[start:stop](x)
+        for block in list(self.blocks)[start:stop]:
+            x = block(x)
         return x.mean(dim=(2, 3)) if stop is None else x
 
 
