@@ -159,9 +159,8 @@ class EvalConfig:
     split: str = "novel"  # which part of data.split to evaluate on
     batch_episodes: int = 20  # episodes adapted together
     embed_once: bool = True  # frozen-feature methods: embed each image once, not once per episode
-    reuse: list[str] = field(
-        default_factory=list
-    )  # earlier evaluation dirs: their scores of the same methods
+    # earlier evaluation directories whose scores of the same methods are taken (evaluation.reuse)
+    reuse: list[str] = field(default_factory=list)
     finetune: FineTuneConfig = field(default_factory=FineTuneConfig)
     device: str = "auto"
     out_dir: str = "eval"

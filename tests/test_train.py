@@ -67,6 +67,7 @@ def test_overrides_and_groups_resolve():
         (["data=omniglt"], "no config data='omniglt'; data can be: folder, folder224, omniglot, synthetic"),
         (["data=folder"], "data.root is required"),
         (["optim.name=adamw"], "optim.name='adamw' is not one of: adam, sgd"),
+        (["data.augment=rotate"], "data.augment='rotate' is not one of: none, crop, crop-flip, affine"),
         (["task.n_way"], "not of the form key=value"),
     ],
 )

@@ -160,6 +160,8 @@ class TorchvisionBackbone(nn.Module):
             if self.in_channels == 1:
                 x = x.expand(-1, 3, -1, -1)
             x = (x - self.mean) / self.std
+            if stop is None:  # the whole network (its classifier is an Identity): no stem to build
+                return self.net(x)
         for block in self.blocks[start:stop]:
             x = block(x)
         return self.net.avgpool(x).flatten(1) if stop is None else x
