@@ -99,9 +99,11 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m fewshot.evaluate",
         description="Compare few-shot methods on identical episodes. Config: configs/evaluate.yaml, "
         + describe_groups()
-        + ", and key=value overrides. Methods are [label=]kind[:checkpoint] with kind one of "
+        + ", and key=value overrides. Methods are [label=]kind[:checkpoint][@key=value ...] with kind "
+        + "one of "
         + ", ".join(KINDS)
-        + "; a checkpoint is a .pt file or a run directory.",
+        + "; a checkpoint is a .pt file or a run directory; @inner.test_steps=N or @inner.test_lr=X "
+        + "changes how a run adapts.",
         epilog="example: python -m fewshot.evaluate methods=[maml:runs/maml,finetune:runs/pretrain,scratch] "
         "settings=[5w1s,5w5s] episodes=600",
     )

@@ -110,7 +110,7 @@ def build_learner(cfg: DictConfig, channels: int, image_size: int, n_base: int) 
         return ProtoNet(backbone)
     model = build_model(m.backbone, cfg.task.n_way, channels, image_size, m.pretrained)
     if cfg.learner == "reptile":
-        return Reptile(model, inner.lr, inner.steps, inner.optimizer, inner.test_steps)
+        return Reptile(model, inner.lr, inner.steps, inner.optimizer, inner.test_steps, inner.test_lr)
     kinds = {"maml": MAML, "fomaml": MAML, "metasgd": MetaSGD, "anil": ANIL}
     first_order = inner.first_order or cfg.learner == "fomaml"
     return kinds[cfg.learner](

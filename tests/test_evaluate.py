@@ -8,11 +8,19 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
 from fewshot import MAML, EpisodeSampler, FineTune, Learner, ProtoNet, Setting, SimpleShot, compare
 from fewshot.data import make_split
 from fewshot.evaluate import main
-from fewshot.evaluation import MethodError, parse_method, query_metrics, save_report
+from fewshot.evaluation import (
+    BuildContext,
+    MethodError,
+    build_method,
+    parse_method,
+    query_metrics,
+    save_report,
+)
 from fewshot.evaluation.report import FILES
 from fewshot.models import build_backbone, build_model
 from fewshot.train import main as train_main
@@ -213,6 +221,11 @@ def test_report_files_are_complete_and_parseable(small_synthetic, tmp_path):
         ("maml", "maml needs a run directory"),
         ("scratch:runs/x", "takes no checkpoint"),
         ("finetune-freeze0:runs/x", "at least one block"),
+        ("protonet:runs/x@inner.test_steps=3", "only runs that adapt by gradient steps"),
+        ("finetune:runs/x@inner.test_lr=0.1", "the fine-tuning baselines take finetune.<key>"),
+        ("maml:runs/x@inner.steps=3", "key one of inner.test_steps, inner.test_lr"),
+        ("maml:runs/x@inner.test_steps=2.5", "inner.test_steps must be a positive int, not '2.5'"),
+        ("reptile:runs/x@inner.test_lr=-1", "inner.test_lr must be a positive float"),
     ],
 )
 def test_bad_method_specs_are_explained(spec, message):
@@ -230,6 +243,13 @@ def test_method_specs_parse():
         "runs/p/best.pt",
     )
     assert parse_method("finetune-linear:x").kind == "finetune"
+    spec = parse_method("maml:runs/m@inner.test_steps=10@inner.test_lr=0.1")
+    assert (spec.label, str(spec.checkpoint)) == (
+        "maml:runs/m@inner.test_steps=10@inner.test_lr=0.1",
+        "runs/m",
+    )
+    assert spec.adapt == (("inner.test_steps", 10), ("inner.test_lr", 0.1))
+    assert parse_method("m10=maml:runs/m@inner.test_steps=10").label == "m10"
     assert Setting.parse("20w5s") == Setting(20, 5)
     assert Setting.parse("20w1s-within") == Setting(20, 1, within_group=True)
     assert str(Setting(20, 1, True)) == "20-way 1-shot within a group"
@@ -354,3 +374,21 @@ def test_reuse_takes_earlier_scores_of_the_same_methods_only(runs, tmp_path, cap
     with pytest.raises(SystemExit):
         _evaluate(tmp_path, three, "name=e", "finetune.lr=0.5", f"reuse=[{tmp_path}/a]")
     assert "its finetune differs from this evaluation's" in capsys.readouterr().err
+
+
+def test_a_spec_changes_how_a_run_adapts_and_is_not_reused_for_the_run_as_trained(runs, tmp_path):
+    ctx = BuildContext(1, 28, "conv4", OmegaConf.create({}), seed=0)
+    as_trained = build_method(parse_method(f"maml:{runs}/maml"), ctx)
+    changed = build_method(parse_method(f"maml:{runs}/maml@inner.test_steps=7@inner.test_lr=0.05"), ctx)
+    assert (as_trained.test_steps, as_trained.test_lr) == (3, 0.4)
+    assert (changed.test_steps, changed.test_lr) == (7, 0.05)
+    _evaluate(tmp_path, f"methods=[m=maml:{runs}/maml@inner.test_steps=1]", "name=a")
+    records = json.loads((tmp_path / "a" / "methods.json").read_text())
+    assert records["m"]["adapt"] == {"inner.test_steps": 1}
+    for spec, reused in (
+        (f"m=maml:{runs}/maml", {}),
+        (f"m=maml:{runs}/maml@inner.test_steps=1", {"m": f"{tmp_path}/a"}),
+    ):
+        _evaluate(tmp_path, f"methods=[{spec}]", "name=b", f"reuse=[{tmp_path}/a]")
+        assert json.loads((tmp_path / "b" / "report.json").read_text())["reused"].get("5w1s", {}) == reused
+        shutil.rmtree(tmp_path / "b")

@@ -175,6 +175,18 @@ def test_reptile_update_equals_its_formula(small_synthetic):
         torch.testing.assert_close(p.detach(), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_reptile_adapts_with_its_test_steps_and_lr(small_synthetic):
+    torch.manual_seed(0)
+    model = build_model("conv4", 5)
+    ep = EpisodeSampler(small_synthetic, 5, 2, 3, seed=0).episode(0)
+    tested = Reptile(model, inner_lr=0.05, inner_steps=3, inner_optimizer="sgd", test_steps=2, test_lr=0.2)
+    trained_so = Reptile(model, inner_lr=0.2, inner_steps=2, inner_optimizer="sgd")
+    logits = tested.adapt(ep.support_x, ep.support_y)(ep.query_x)
+    torch.testing.assert_close(logits, trained_so.adapt(ep.support_x, ep.support_y)(ep.query_x))
+    default = Reptile(model, inner_lr=0.05, inner_steps=3, inner_optimizer="sgd")
+    assert not torch.allclose(logits, default.adapt(ep.support_x, ep.support_y)(ep.query_x))
+
+
 def test_inner_steps_never_touch_running_statistics(small_synthetic):
     model = build_model("conv4", 5)
     before = {n: b.clone() for n, b in model.named_buffers()}

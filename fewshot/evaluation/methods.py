@@ -1,4 +1,4 @@
-"""Method specs: ``[label=]kind[:checkpoint]`` strings turned into ready :class:`Learner` objects.
+"""Method specs: ``[label=]kind[:checkpoint][@key=value ...]`` strings turned into ready learners.
 
 A spec names how to use a checkpoint, so the same pretrained backbone can appear as a
 linear probe, a partially or fully fine-tuned network, and a nearest-centroid classifier:
@@ -11,7 +11,10 @@ linear probe, a partially or fully fine-tuned network, and a nearest-centroid cl
 * ``scratch``: ``model.backbone`` from random initialization, fully fine-tuned (no checkpoint).
 
 A checkpoint is a ``.pt`` file or a run directory (its ``best.pt``, else ``last.pt``), and
-is read with ``weights_only=True``. Everything is checked before any episode runs.
+is read with ``weights_only=True``. A run's test-time adaptation can be changed without
+retraining: ``maml10=maml:runs/maml@inner.test_steps=10`` adapts with 10 steps instead of the
+run's own ``inner.test_steps`` (keys: ``inner.test_steps``, ``inner.test_lr``). Everything is
+checked before any episode runs.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ RUN_KINDS = {
 }
 BACKBONE_KINDS = ("finetune", "finetune-linear", "finetune-full", "finetune-freeze<L>", "simpleshot")
 KINDS = (*RUN_KINDS, *BACKBONE_KINDS, "scratch")
+STEPPED_KINDS = tuple(k for k in RUN_KINDS if k != "protonet")  # runs whose adaptation has steps
+ADAPT_KEYS = {"inner.test_steps": int, "inner.test_lr": float}  # what ``@key=value`` may change
 
 
 class MethodError(ValueError):
@@ -49,12 +54,13 @@ class MethodError(ValueError):
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A parsed ``[label=]kind[:checkpoint]``; ``freeze_blocks`` for ``finetune-freeze<L>``."""
+    """A parsed spec; ``freeze_blocks`` for ``finetune-freeze<L>``, ``adapt`` from ``@key=value``."""
 
     label: str
     kind: str
     checkpoint: Path | None = None
     freeze_blocks: int = 0
+    adapt: tuple[tuple[str, int | float], ...] = ()
 
     @property
     def is_finetune(self) -> bool:
@@ -62,10 +68,12 @@ class MethodSpec:
 
 
 def parse_method(text: str) -> MethodSpec:
-    """Parse one spec, e.g. ``maml:runs/maml``, ``probe=finetune:runs/pretrain/best.pt``, ``scratch``."""
-    label, sep, rest = text.partition("=")
+    """Parse one spec, e.g. ``maml:runs/maml``, ``probe=finetune:runs/pretrain/best.pt``, ``scratch``,
+    ``maml10=maml:runs/maml@inner.test_steps=10``."""
+    head, *changes = text.split("@")
+    label, sep, rest = head.partition("=")
     if not sep:
-        label, rest = "", text
+        label, rest = "", head
     kind, _, path = rest.partition(":")
     kind = kind.strip()
     freeze = 0
@@ -92,8 +100,32 @@ def parse_method(text: str) -> MethodSpec:
         raise MethodError(f"method {text!r}: {kind} needs {what}, e.g. {kind}:runs/<name>/best.pt")
     if kind == "finetune-linear":
         kind = "finetune"
-    default_label = kind if not path else f"{kind}:{path}"
-    return MethodSpec(label.strip() or default_label, kind, Path(path) if path else None, freeze)
+    adapt = tuple(_parse_adapt(text, kind, change) for change in changes)
+    default_label = (f"{kind}:{path}" if path else kind) + "".join(f"@{c}" for c in changes)
+    return MethodSpec(label.strip() or default_label, kind, Path(path) if path else None, freeze, adapt)
+
+
+def _parse_adapt(text: str, kind: str, change: str) -> tuple[str, int | float]:
+    """One ``key=value`` of a spec's ``@`` part: a change to a run's test-time adaptation."""
+    if kind not in STEPPED_KINDS:
+        raise MethodError(
+            f"method {text!r}: only runs that adapt by gradient steps ({', '.join(STEPPED_KINDS)}) take "
+            "@key=value changes; the fine-tuning baselines take finetune.<key>=... for the evaluation"
+        )
+    key, sep, value = change.partition("=")
+    if not sep or key not in ADAPT_KEYS:
+        raise MethodError(
+            f"method {text!r}: {change!r} is not key=value with key one of {', '.join(ADAPT_KEYS)}"
+        )
+    try:
+        number = ADAPT_KEYS[key](value)
+    except ValueError:
+        number = 0
+    if number <= 0:
+        raise MethodError(
+            f"method {text!r}: {key} must be a positive {ADAPT_KEYS[key].__name__}, not {value!r}"
+        )
+    return key, number
 
 
 def resolve_checkpoint(path: Path) -> Path:
@@ -199,6 +231,8 @@ def _from_run(spec: MethodSpec, path: Path, state: Any, config: dict | None, ctx
         )
     cfg = OmegaConf.create(config)
     cfg.model.pretrained = None  # the run's own weights follow
+    for key, value in spec.adapt:
+        OmegaConf.update(cfg, key, value)
     learner = build_learner(cfg, ctx.channels, ctx.image_size, n_base=1)
     try:
         learner.load_state_dict(state["model"])

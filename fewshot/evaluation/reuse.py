@@ -43,7 +43,8 @@ class Reused:
 
 
 def method_records(specs: list[MethodSpec]) -> dict[str, dict[str, Any]]:
-    """What identifies each method's predictions: kind, frozen blocks, checkpoint and its SHA-256."""
+    """What identifies each method's predictions: kind, frozen blocks, checkpoint and its SHA-256,
+    and the changes to its test-time adaptation (only where there are some)."""
     records = {}
     for spec in specs:
         path = resolve_checkpoint(spec.checkpoint) if spec.checkpoint is not None else None
@@ -53,6 +54,8 @@ def method_records(specs: list[MethodSpec]) -> dict[str, dict[str, Any]]:
             "checkpoint": str(path) if path else None,
             "sha256": hashlib.sha256(path.read_bytes()).hexdigest() if path else None,
         }
+        if spec.adapt:
+            records[spec.label]["adapt"] = dict(spec.adapt)
     return records
 
 
@@ -74,7 +77,7 @@ def load_reused(
     """The scores of this evaluation's methods that the ``earlier`` directories already hold.
 
     A method is reused from the first directory that scored it under the same label with the
-    same kind and checkpoint bytes (:func:`method_records`; the checkpoint may have moved) on at
+    same kind, checkpoint bytes and adaptation (:func:`method_records`; the checkpoint may have moved) on at
     least ``cfg.episodes`` episodes of a setting; its first ``cfg.episodes`` episodes are taken.
     A directory whose protocol differs is an error.
     """

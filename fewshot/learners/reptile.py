@@ -29,7 +29,7 @@ class Reptile(MetaLearner):
     Args:
         model: the classifier whose parameters are the initialization.
         inner_lr, inner_steps, inner_optimizer: the per-task training (``"sgd"`` or ``"adam"``).
-        test_steps: inner steps used by :meth:`adapt` (default: ``inner_steps``).
+        test_steps, test_lr: inner steps and lr used by :meth:`adapt` (default: as in training).
 
     Example:
         >>> reptile = Reptile(build_model("conv4", n_way=5), inner_lr=1e-3, inner_steps=5)
@@ -44,6 +44,7 @@ class Reptile(MetaLearner):
         inner_steps: int = 5,
         inner_optimizer: str = "adam",
         test_steps: int | None = None,
+        test_lr: float | None = None,
     ):
         super().__init__()
         if inner_optimizer not in _OPTIMIZERS:
@@ -53,16 +54,18 @@ class Reptile(MetaLearner):
         self.model = model
         self.inner_lr, self.inner_steps, self.inner_optimizer = inner_lr, inner_steps, inner_optimizer
         self.test_steps = inner_steps if test_steps is None else test_steps
+        self.test_lr = inner_lr if test_lr is None else test_lr
 
-    def train_on_task(self, x: torch.Tensor, y: torch.Tensor, steps: int) -> Params:
-        """Weights after ``steps`` optimizer steps on ``(x, y)`` from the current initialization.
+    def train_on_task(self, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float) -> Params:
+        """Weights after ``steps`` optimizer steps of rate ``lr`` on ``(x, y)`` from the current
+        initialization.
 
         Tasks with another number of ways than the head's start from :func:`fit_head`.
         """
         start = fit_head(parameters(self.model), int(y.max()) + 1)
         fast = {n: p.detach().clone().requires_grad_() for n, p in start.items()}
         x = channels_last(x)
-        opt = _OPTIMIZERS[self.inner_optimizer](fast.values(), lr=self.inner_lr)
+        opt = _OPTIMIZERS[self.inner_optimizer](fast.values(), lr=lr)
         with torch.enable_grad():
             for _ in range(steps):
                 opt.zero_grad(set_to_none=True)
@@ -75,7 +78,7 @@ class Reptile(MetaLearner):
         target = {n: torch.zeros_like(p) for n, p in params.items()}
         accs = []
         for i in range(len(batch.support_x)):
-            phi = self.train_on_task(batch.support_x[i], batch.support_y[i], self.inner_steps)
+            phi = self.train_on_task(batch.support_x[i], batch.support_y[i], self.inner_steps, self.inner_lr)
             for n in target:
                 target[n] += phi[n] / len(batch.support_x)
             with torch.no_grad():
@@ -85,7 +88,7 @@ class Reptile(MetaLearner):
         return loss, {"loss": loss.detach(), "accuracy": torch.stack(accs).mean()}
 
     def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor) -> Predictor:
-        fast = self.train_on_task(support_x, support_y, self.test_steps)
+        fast = self.train_on_task(support_x, support_y, self.test_steps, self.test_lr)
 
         def predict(query_x: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
