@@ -22,13 +22,21 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     )
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 12
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 16
+    assert {"maml-pretrained-10steps", "reptile-30steps"} <= set(report["methods"])
     for key in report["settings"]:
         assert set(report["results"][key]) == set(report["methods"])
     for manifest in ("small1_split.json", "small2_novel.json"):  # the committed manifests are reproduced
         assert json.loads((tmp_path / manifest).read_text()) == json.loads((STUDY / manifest).read_text())
     timings = (tmp_path / "timings.tsv").read_text().split()
     assert "evaluate" in timings and "maml-pretrained" in timings
+    # the test-step sweep on the validation characters runs on a finished run
+    sweep = [sys.executable, str(STUDY / "test_steps_on_val.py"), "--run", str(tmp_path / "reptile")]
+    sweep += ["--ways", "5", "--shots", "1", "--steps", "1", "2", "--lrs", "0.01", "0.1", "--episodes", "2"]
+    lines = subprocess.run(sweep, check=True, cwd=ROOT, capture_output=True, text=True).stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        f"5-way 1-shot, {steps} test steps of lr {lr}" for lr in (0.01, 0.1) for steps in (1, 2)
+    ]
     # again, for two methods: the runs are finished, and the last evaluation's scores are reused
     subprocess.run(
         ["bash", str(STUDY / "run.sh"), "--quick", "--out", str(tmp_path), "--data", str(data)]

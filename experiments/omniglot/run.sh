@@ -89,9 +89,15 @@ train reptile reptile reptile
 train reptile-pretrained reptile reptile "$PRE"
 [[ $TRAIN_ONLY == 1 ]] && { echo "training done: $OUT"; exit 0; }
 
+# Test steps chosen on the validation characters (test_steps_on_val.py; README): these runs are
+# scored as trained and, as <run>-<N>steps, with N test steps.
+declare -A TEST_STEPS=([maml-pretrained]=10 [fomaml-pretrained]=10 [fomaml]=10 [reptile]=30)
 candidates=()
 for run in maml maml-pretrained fomaml fomaml-pretrained reptile reptile-pretrained protonet; do
-  [[ -f "$OUT/$run/best.pt" ]] && candidates+=("$run=${run%-pretrained}:$OUT/$run")
+  [[ -f "$OUT/$run/best.pt" ]] || continue
+  candidates+=("$run=${run%-pretrained}:$OUT/$run")
+  steps=${TEST_STEPS[$run]:-}
+  [[ -n $steps ]] && candidates+=("$run-${steps}steps=${run%-pretrained}:$OUT/$run@inner.test_steps=$steps")
 done
 if [[ -f "$OUT/pretrain/best.pt" ]]; then
   candidates+=("linear-probe=finetune:$OUT/pretrain" "last-block=finetune-freeze3:$OUT/pretrain"

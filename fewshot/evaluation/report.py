@@ -185,15 +185,19 @@ def plot_png(c: Comparison) -> bytes:
 
     panels = sorted({(s.n_way, s.within_group) for s in c.settings})
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False)
+    # one colour and marker per method, told apart even beyond the 10 colours of the default cycle
+    colours = plt.get_cmap("tab10" if len(c.methods) <= 10 else "tab20").colors
+    markers = "osD^vP*Xh<>p"
     for ax, (n, within) in zip(axes[0], panels, strict=True):
         shown = sorted(s for s in c.settings if (s.n_way, s.within_group) == (n, within))
-        for m in c.methods:
+        for i, m in enumerate(c.methods):
             acc = [c.summary(m, s)["accuracy"] for s in shown]
             ax.errorbar(
                 [s.k_shot for s in shown],
                 [100 * a.mean for a in acc],
                 yerr=[100 * a.half_width if math.isfinite(a.half_width) else 0.0 for a in acc],
-                marker="o",
+                color=colours[i % len(colours)],
+                marker=markers[i % len(markers)],
                 capsize=3,
                 label=m,
             )
@@ -202,10 +206,11 @@ def plot_png(c: Comparison) -> bytes:
         ax.set_xticks([s.k_shot for s in shown])
         ax.set_ylabel("accuracy (%), 95% CI")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8, loc="best")
     fig.tight_layout()
+    # beside the panels, not over a curve
+    axes[0][-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
 
