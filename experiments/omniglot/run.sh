@@ -119,8 +119,8 @@ timed evaluate python -m fewshot.evaluate --config "$EXP/evaluate.yaml" \
   "methods=[$list]" "reuse=[$reuse]" "out_dir=$OUT" quiet=true "${EVAL_EXTRA[@]}"
 if [[ $QUICK == 0 ]]; then
   mkdir -p "$EXP/results"
-  cp "$OUT/eval/report.md" "$OUT/eval/report.json" "$OUT/eval/results.csv" "$OUT/eval/accuracy.png" \
-     "$OUT/timings.tsv" "$EXP/results/"
+  cp "$OUT/eval/report.md" "$OUT/eval/report.json" "$OUT/eval/accuracy.png" "$OUT/timings.tsv" "$EXP/results/"
+  gzip -9 -c "$OUT/eval/results.csv" > "$EXP/results/results.csv.gz"  # per-episode rows, kept small
   cp "$OUT/small1_split.json" "$OUT/small2_novel.json" "$EXP/"
 fi
 echo "study done: $OUT/eval/report.md"

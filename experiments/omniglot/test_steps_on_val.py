@@ -14,6 +14,7 @@ the choice is made without touching the novel classes. The evaluation then uses 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
@@ -31,7 +32,10 @@ def main() -> None:
     parser.add_argument("--lrs", type=float, nargs="+", default=None, help="test lrs (default: the run's)")
     parser.add_argument("--episodes", type=int, default=100)
     args = parser.parse_args()
-    state = torch.load(f"{args.run}/best.pt", map_location="cpu", weights_only=True)
+    checkpoint = Path(args.run) / "best.pt"
+    if not checkpoint.is_file():
+        parser.error(f"--run {args.run}: no best.pt there; give a finished maml/fomaml/reptile run directory")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     cfg = OmegaConf.create(state["config"])
     cfg.model.pretrained = None  # the run's own weights follow
     splits, _ = load_splits(cfg.data, required=("base", "val"))
