@@ -75,6 +75,7 @@ class InnerConfig:
     first_order: bool = False
     test_lr: float | None = None  # default: lr
     test_steps: int | None = None  # default: steps
+    proto_head: bool = False  # maml/fomaml/metasgd/anil: each task's head starts from class means
     optimizer: str = "sgd"  # reptile: sgd | adam
 
 

@@ -120,6 +120,7 @@ def build_learner(cfg: DictConfig, channels: int, image_size: int, n_base: int) 
         first_order=first_order,
         test_steps=inner.test_steps,
         test_lr=inner.test_lr,
+        proto_head=inner.get("proto_head", False),  # runs saved before the option lack it
     )
 
 

@@ -91,17 +91,38 @@ def test_meta_gradient_equals_learn2learn_and_higher(small_synthetic, steps, fir
     assert _rel(ours, _ours(batch, steps, not first_order)) > 1e-3  # the two orders differ
 
 
-@pytest.mark.parametrize("cls", [MAML, ANIL, MetaSGD])
-def test_vmap_equals_loop(small_synthetic, cls):
+@pytest.mark.parametrize("cls, proto_head", [(MAML, False), (ANIL, False), (MetaSGD, False), (MAML, True)])
+def test_vmap_equals_loop(small_synthetic, cls, proto_head):
     batch = _double_batch(small_synthetic, tasks=2)
     grads = {}
     for strategy in ("loop", "vmap"):
         torch.manual_seed(0)
-        learner = cls(build_model("conv4", 5).double(), inner_lr=0.1, inner_steps=2, strategy=strategy)
+        model = build_model("conv4", 5).double()
+        learner = cls(model, inner_lr=0.1, inner_steps=2, strategy=strategy, proto_head=proto_head)
         loss, _ = learner.meta_loss(batch)
         loss.backward()
-        grads[strategy] = torch.cat([p.grad.flatten() for p in learner.parameters()])
+        grads[strategy] = torch.cat([p.grad.flatten() for p in learner.parameters() if p.grad is not None])
     assert _rel(grads["vmap"], grads["loop"]) < 1e-8
+
+
+def test_proto_head_starts_from_protonet(small_synthetic):
+    """Before any inner step Proto-MAML predicts as ProtoNet, at any number of ways; the
+    meta-gradient reaches the backbone through the class means, not the unused head."""
+    torch.manual_seed(0)
+    model = build_model("conv4", 5).double()
+    ep = _double_batch(small_synthetic, n=3, k=2, q=3)
+    sx, sy, qx = ep.support_x[0], ep.support_y[0], ep.query_x[0]
+    params = dict(model.backbone.named_parameters())
+    centres = torch.stack([forward(model.backbone, params, sx)[sy == c].mean(0) for c in range(3)])
+    expected = -torch.cdist(forward(model.backbone, params, qx), centres).pow(2)
+    start = MAML(model, test_steps=0, proto_head=True).adapt(sx, sy)(qx)
+    assert torch.allclose(start.log_softmax(-1), expected.log_softmax(-1), atol=1e-10)
+    assert not torch.allclose(start, expected)  # the logits themselves differ by |h|^2 per image
+
+    batch = _double_batch(small_synthetic, tasks=2)
+    MAML(model, inner_lr=0.1, first_order=True, proto_head=True).meta_loss(batch)[0].backward()
+    assert model.head.weight.grad is None and model.head.bias.grad is None
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.parameters())
 
 
 def test_second_order_term_by_finite_differences():

@@ -79,12 +79,16 @@ python "$EXP/make_splits.py" --data "$DATA" --out "$OUT"
 PRE="model.pretrained=$OUT/pretrain/best.pt"
 train pretrain pretrain pretrain
 train protonet protonet protonet
+# ProtoNet from the pretrained backbone (Chen et al. 2021's Meta-Baseline order: classify, then
+# meta-train), at half the step size so the first episodes do not undo the pretraining.
+train protonet-pretrained protonet protonet "$PRE" optim.lr=0.0005 train.steps=6000
 train maml maml maml
 train maml-pretrained maml maml "$PRE"
 train fomaml fomaml fomaml
 # The pretrained backbone's features are larger than a fresh network's: its inner lr is chosen on
 # the held-out characters (at initialization, 5-way 1-shot: 27% with 0.4, 81% with 0.05).
 train fomaml-pretrained fomaml fomaml "$PRE" inner.lr=0.05
+train protomaml-pretrained fomaml protomaml "$PRE"
 train reptile reptile reptile
 train reptile-pretrained reptile reptile "$PRE"
 [[ $TRAIN_ONLY == 1 ]] && { echo "training done: $OUT"; exit 0; }
@@ -92,12 +96,15 @@ train reptile-pretrained reptile reptile "$PRE"
 # Test steps chosen on the validation characters (test_steps_on_val.py; README): these runs are
 # scored as trained and, as <run>-<N>steps, with N test steps.
 declare -A TEST_STEPS=([maml-pretrained]=10 [fomaml-pretrained]=10 [fomaml]=10 [reptile]=30)
+declare -A KIND=([protomaml-pretrained]=fomaml)  # the learner of runs not named after theirs
 candidates=()
-for run in maml maml-pretrained fomaml fomaml-pretrained reptile reptile-pretrained protonet; do
+for run in maml maml-pretrained fomaml fomaml-pretrained protomaml-pretrained reptile reptile-pretrained \
+           protonet protonet-pretrained; do
   [[ -f "$OUT/$run/best.pt" ]] || continue
-  candidates+=("$run=${run%-pretrained}:$OUT/$run")
+  kind=${KIND[$run]:-${run%-pretrained}}
+  candidates+=("$run=$kind:$OUT/$run")
   steps=${TEST_STEPS[$run]:-}
-  [[ -n $steps ]] && candidates+=("$run-${steps}steps=${run%-pretrained}:$OUT/$run@inner.test_steps=$steps")
+  [[ -n $steps ]] && candidates+=("$run-${steps}steps=$kind:$OUT/$run@inner.test_steps=$steps")
 done
 if [[ -f "$OUT/pretrain/best.pt" ]]; then
   candidates+=("linear-probe=finetune:$OUT/pretrain" "last-block=finetune-freeze3:$OUT/pretrain"

@@ -24,6 +24,7 @@ from fewshot.learners.functional import (
     gradient_steps,
     parameters,
 )
+from fewshot.learners.protonet import prototypes
 from fewshot.models import Classifier, channels_last
 
 
@@ -44,6 +45,11 @@ class MAML(MetaLearner):
         strategy: ``"loop"`` over tasks, ``"vmap"`` over tasks, or ``"auto"`` (vmap on
             CUDA, loop on CPU). Both give the same numbers.
         channels_last: run CPU convolutions on channels-last images (same values, faster).
+        proto_head: start every task's head from its support set, row ``2 c_k`` and bias
+            ``-|c_k|^2`` for the class mean ``c_k`` of the backbone features (Proto-MAML,
+            Triantafillou et al. 2020): before any inner step the predictions are
+            ProtoNet's, for any number of ways, instead of a head whose rows belong to no
+            class. The meta-gradient flows through the class means to the backbone.
 
     Example:
         >>> maml = MAML(build_model("conv4", n_way=5), inner_lr=0.4, inner_steps=1)
@@ -64,6 +70,7 @@ class MAML(MetaLearner):
         test_lr: float | None = None,
         strategy: str = "auto",
         channels_last: bool = True,
+        proto_head: bool = False,
     ):
         super().__init__()
         if strategy not in ("auto", "loop", "vmap"):
@@ -74,7 +81,7 @@ class MAML(MetaLearner):
         self.inner_lr, self.inner_steps, self.first_order = inner_lr, inner_steps, first_order
         self.test_steps = inner_steps if test_steps is None else test_steps
         self.test_lr = inner_lr if test_lr is None else test_lr
-        self.strategy, self.channels_last = strategy, channels_last
+        self.strategy, self.channels_last, self.proto_head = strategy, channels_last, proto_head
         self._in_vmap = False  # set while a batch of tasks runs under torch.vmap
 
     # -- what the variants override -------------------------------------------------
@@ -92,6 +99,12 @@ class MAML(MetaLearner):
         return forward(self.model, params, h, self._in_vmap)
 
     # -- the shared per-task computation -----------------------------------------------
+    def _head_from_prototypes(self, params: Params, sx: torch.Tensor, sy: torch.Tensor) -> Params:
+        """``params`` with the head whose logits are ``-|h - c_k|^2`` up to a per-image constant."""
+        features = forward(self.model.backbone, _strip(params, "backbone."), sx, self._in_vmap)
+        centres = prototypes(features, sy, params["head.weight"].shape[0])
+        return {**params, "head.weight": 2 * centres, "head.bias": -centres.pow(2).sum(-1)}
+
     def _adapt_params(
         self,
         params: Params,
@@ -101,6 +114,8 @@ class MAML(MetaLearner):
         lr: LearningRate,
         first_order: bool,
     ) -> Params:
+        if self.proto_head:
+            params = self._head_from_prototypes(params, sx, sy)
         h = self._embed(params, sx)
 
         def support_loss(p: Params) -> torch.Tensor:
