@@ -91,7 +91,9 @@ def test_meta_gradient_equals_learn2learn_and_higher(small_synthetic, steps, fir
     assert _rel(ours, _ours(batch, steps, not first_order)) > 1e-3  # the two orders differ
 
 
-@pytest.mark.parametrize("cls, proto_head", [(MAML, False), (ANIL, False), (MetaSGD, False), (MAML, True)])
+@pytest.mark.parametrize(
+    "cls, proto_head", [(MAML, False), (ANIL, False), (MetaSGD, False), (MAML, True), (ANIL, True)]
+)
 def test_vmap_equals_loop(small_synthetic, cls, proto_head):
     batch = _double_batch(small_synthetic, tasks=2)
     grads = {}

@@ -98,10 +98,13 @@ class MAML(MetaLearner):
     def _classify(self, params: Params, h: torch.Tensor) -> torch.Tensor:
         return forward(self.model, params, h, self._in_vmap)
 
+    def _features(self, params: Params, h: torch.Tensor) -> torch.Tensor:
+        """Backbone features of what :meth:`_embed` returned (MAML: the images themselves)."""
+        return forward(self.model.backbone, _strip(params, "backbone."), h, self._in_vmap)
+
     # -- the shared per-task computation -----------------------------------------------
-    def _head_from_prototypes(self, params: Params, sx: torch.Tensor, sy: torch.Tensor) -> Params:
+    def _head_from_prototypes(self, params: Params, features: torch.Tensor, sy: torch.Tensor) -> Params:
         """``params`` with the head whose logits are ``-|h - c_k|^2`` up to a per-image constant."""
-        features = forward(self.model.backbone, _strip(params, "backbone."), sx, self._in_vmap)
         centres = prototypes(features, sy, params["head.weight"].shape[0])
         return {**params, "head.weight": 2 * centres, "head.bias": -centres.pow(2).sum(-1)}
 
@@ -114,9 +117,9 @@ class MAML(MetaLearner):
         lr: LearningRate,
         first_order: bool,
     ) -> Params:
-        if self.proto_head:
-            params = self._head_from_prototypes(params, sx, sy)
         h = self._embed(params, sx)
+        if self.proto_head:
+            params = self._head_from_prototypes(params, self._features(params, h), sy)
 
         def support_loss(p: Params) -> torch.Tensor:
             return F.cross_entropy(self._classify(p, h), sy)
@@ -275,3 +278,6 @@ class ANIL(MAML):
 
     def _classify(self, params: Params, h: torch.Tensor) -> torch.Tensor:
         return forward(self.model.head, _strip(params, "head."), h, self._in_vmap)
+
+    def _features(self, params: Params, h: torch.Tensor) -> torch.Tensor:
+        return h  # _embed already ran the backbone
