@@ -376,6 +376,10 @@ def _check_eval(cfg: DictConfig) -> None:
         raise ConfigError(f"q_query must be >= 1, got {cfg.q_query}")
 
 
+# Learners whose inner loop adapts a linear head that inner.proto_head can initialise.
+PROTO_HEAD_LEARNERS = ("maml", "fomaml", "metasgd", "anil")
+
+
 def _check(cfg: DictConfig) -> None:
     """Values a type cannot check, caught before a run writes anything."""
     _check_data(cfg)
@@ -393,3 +397,8 @@ def _check(cfg: DictConfig) -> None:
             "train.batch_size",
         ),
     )
+    if cfg.inner.proto_head and cfg.learner not in PROTO_HEAD_LEARNERS:
+        raise ConfigError(
+            f"inner.proto_head=true has no effect on {cfg.learner}: only "
+            f"{', '.join(PROTO_HEAD_LEARNERS)} adapt a head; drop the override or pick one of them"
+        )

@@ -76,6 +76,13 @@ def test_config_errors(overrides, message):
         load_config("maml", overrides)
 
 
+@pytest.mark.parametrize("learner", ["reptile", "protonet", "pretrain"])
+def test_proto_head_only_for_head_adapting_learners(learner):
+    assert load_config("anil", ["inner.proto_head=true"]).inner.proto_head is True
+    with pytest.raises(ConfigError, match=f"inner.proto_head=true has no effect on {learner}"):
+        load_config(learner, ["inner.proto_head=true"])
+
+
 def test_unknown_learner_suggests():
     with pytest.raises(ConfigError, match="did you mean 'maml'"):
         load_config("mamll")

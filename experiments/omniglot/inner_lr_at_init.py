@@ -2,7 +2,7 @@
 
 MAML's inner lr of 0.4 (Finn et al.) was chosen for a freshly initialised conv-4; a backbone
 pretrained on the base classes has larger features, and one step of 0.4 on its new head
-overshoots. This scores MAML adaptation from the pretrained weights (new 5-way head, 3 test
+overshoots. This scores MAML adaptation from the pretrained weights (new head, 3 test
 steps) on the held-out *validation* characters for several inner lrs, so the choice for the
 ``-pretrained`` runs is made without touching the novel classes. ``--proto-head`` starts
 the head from the support set's class means (Proto-MAML), whose logits are larger still.
@@ -14,6 +14,7 @@ the head from the support set's class means (Proto-MAML), whose logits are large
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
@@ -32,14 +33,20 @@ def main() -> None:
     parser.add_argument("--setting", default="5w1s", help="N-way K-shot of the validation episodes")
     parser.add_argument("--proto-head", action="store_true", help="head from class means (Proto-MAML)")
     args = parser.parse_args()
-    cfg = OmegaConf.load(f"{args.run}/config.yaml")
+    run = Path(args.run)
+    if not (run / "config.yaml").is_file() or not (run / "best.pt").is_file():
+        parser.error(f"--run {args.run}: no config.yaml and best.pt there; give a finished pretrain run")
+    try:
+        setting = Setting.parse(args.setting)
+    except ValueError as err:
+        parser.error(f"--setting: {err}")
+    cfg = OmegaConf.load(run / "config.yaml")
     splits, _ = load_splits(cfg.data, required=("base", "val"))
-    setting = Setting.parse(args.setting)
     sampler = setting.sampler(splits["val"], 5, seed=cfg.train.seed + 1)  # as training validates
     image_size, channels = splits["val"].image_shape[1], splits["val"].image_shape[0]
     for lr in args.lrs:
         torch.manual_seed(0)
-        model = build_model(cfg.model.backbone, 5, channels, image_size, pretrained=f"{args.run}/best.pt")
+        model = build_model(cfg.model.backbone, 5, channels, image_size, pretrained=run / "best.pt")
         learner = MAML(model, inner_lr=lr, test_steps=args.steps, proto_head=args.proto_head).eval()
         accuracy = validate(learner, sampler, args.episodes, "cpu", pretrain=False)
         print(f"inner lr {lr}: {setting} validation {accuracy} on {args.episodes} episodes", flush=True)
