@@ -9,6 +9,7 @@ peak memory of a 5-inner-step meta-step for each library (CUDA: max allocated; C
 of the resident set's high-water mark, each library in a fresh subprocess).
 
     python benchmarks/meta_step.py [--device cuda] [--meta-batch 32] [--inner-steps 1] [--repeats 5]
+    python benchmarks/meta_step.py --rounds 8 --repeats 3   # interleaved: loop, threads, learn2learn
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ from torch.utils.flop_counter import FlopCounterMode
 from fewshot import MAML, build_model
 from fewshot.data import EpisodeSampler, make_synthetic
 
-LIBRARIES = ("fewshot", "fewshot-vmap", "learn2learn", "higher")
+LIBRARIES = ("fewshot", "fewshot-threads", "fewshot-vmap", "learn2learn", "higher")
 
 
 def make_step(library: str, model: torch.nn.Module, inner_steps: int, inner_lr: float = 0.4):
     """A function ``step(batch)`` running one second-order meta-step (forward and backward)."""
     if library.startswith("fewshot"):
-        strategy = "vmap" if library == "fewshot-vmap" else "loop"
+        strategy = library.partition("-")[2] or "loop"
         maml = MAML(model, inner_lr=inner_lr, inner_steps=inner_steps, strategy=strategy)
         return maml.meta_backward  # what the training loop calls
     with warnings.catch_warnings():
@@ -167,6 +168,31 @@ def peak_memory(library: str, device: str, meta_batch: int, inner_steps: int) ->
     return json.loads(out.strip().splitlines()[-1])["peak_mib"]
 
 
+def interleaved(device: str, meta_batch: int, inner_steps: int, repeats: int, rounds: int) -> None:
+    """Rounds of loop, threads and learn2learn, one after another, with each round's ratios.
+
+    On a shared machine whose speed drifts, ratios within a round are fairer than ratios of
+    rates measured minutes apart.
+    """
+    libs = ("fewshot", "fewshot-threads", "learn2learn")
+    rates: dict[str, list[float]] = {lib: [] for lib in libs}
+    for _ in range(rounds):
+        for lib in libs:
+            rates[lib].append(tasks_per_second(lib, device, meta_batch, inner_steps, repeats))
+    for lib in libs:
+        print(f"  {lib:<15} tasks/s per round: {', '.join(f'{r:.1f}' for r in rates[lib])}")
+    for num, den in (
+        ("fewshot-threads", "fewshot"),
+        ("fewshot-threads", "learn2learn"),
+        ("fewshot", "learn2learn"),
+    ):
+        ratios = [a / b for a, b in zip(rates[num], rates[den], strict=True)]
+        print(
+            f"  {num} / {den}: {', '.join(f'{r:.2f}' for r in ratios)} "
+            f"(mean {sum(ratios) / len(ratios):.2f}x, min {min(ratios):.2f}x)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -176,6 +202,12 @@ def main() -> None:
     parser.add_argument("--inner-steps", type=int, default=1)
     parser.add_argument("--memory-steps", type=int, default=5, help="inner steps for the peak-memory run")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=0,
+        help="instead: this many interleaved rounds of loop, threads, learn2learn",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -189,17 +221,20 @@ def main() -> None:
         f"MAML meta-step, conv-4 1x28x28, 5-way 1-shot 15-query, meta-batch {args.meta_batch}, "
         f"{args.inner_steps} inner step(s), second order; {name}, torch {torch.__version__}"
     )
+    if args.rounds:
+        interleaved(args.device, args.meta_batch, args.inner_steps, args.repeats, args.rounds)
+        return
     rates = {
         lib: tasks_per_second(lib, args.device, args.meta_batch, args.inner_steps, args.repeats)
         for lib in LIBRARIES
     }
     for lib, rate in rates.items():
         print(
-            f"  {lib:<13} {rate:9.1f} tasks/s   {rate / rates['learn2learn']:5.2f}x learn2learn   "
+            f"  {lib:<15} {rate:9.1f} tasks/s   {rate / rates['learn2learn']:5.2f}x learn2learn   "
             f"{rate / rates['higher']:5.2f}x higher"
         )
     flops = step_flops(args.device, args.meta_batch, args.inner_steps)
-    best = max(rates["fewshot"], rates["fewshot-vmap"])
+    best = max(rate for lib, rate in rates.items() if lib.startswith("fewshot"))
     achieved = flops / (args.meta_batch / best) / 1e9
     ceiling = conv_ceiling(args.device, args.repeats)
     print(
@@ -209,7 +244,7 @@ def main() -> None:
     print(f"Peak memory of one meta-step with {args.memory_steps} inner steps:")
     peaks = {lib: peak_memory(lib, args.device, args.meta_batch, args.memory_steps) for lib in LIBRARIES}
     for lib, peak in peaks.items():
-        print(f"  {lib:<13} {peak:9.1f} MiB   {peak / peaks['learn2learn']:5.2f}x learn2learn")
+        print(f"  {lib:<15} {peak:9.1f} MiB   {peak / peaks['learn2learn']:5.2f}x learn2learn")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from fewshot.models import build_backbone, build_model
 LEARNERS = {
     "maml-loop": lambda: MAML(build_model("conv4", 5), 0.4, test_steps=2, strategy="loop"),
     "maml-vmap": lambda: MAML(build_model("conv4", 5), 0.4, test_steps=2, strategy="vmap"),
+    "maml-threads": lambda: MAML(build_model("conv4", 5), 0.4, test_steps=2, strategy="threads"),
+    "anil-threads": lambda: ANIL(build_model("conv4", 5), 0.4, test_steps=3, strategy="threads"),
     "metasgd-vmap": lambda: MetaSGD(build_model("conv4", 5), 0.4, strategy="vmap"),
     "anil-vmap": lambda: ANIL(build_model("conv4", 5), 0.4, test_steps=3, strategy="vmap"),
     "reptile": lambda: Reptile(build_model("conv4", 5), 1e-3, inner_steps=2),

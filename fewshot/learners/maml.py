@@ -9,6 +9,9 @@ learning rate (a number, or a learned tensor per parameter).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,7 +28,10 @@ from fewshot.learners.functional import (
     parameters,
 )
 from fewshot.learners.protonet import prototypes
+from fewshot.learners.threads import TASK_WORKERS, map_tasks, replica
 from fewshot.models import Classifier, channels_last
+
+T = TypeVar("T")
 
 
 def _strip(params: Params, prefix: str) -> Params:
@@ -42,8 +48,11 @@ class MAML(MetaLearner):
         inner_steps: inner-loop steps during meta-training.
         first_order: drop second-order terms (FOMAML).
         test_steps, test_lr: inner loop used by :meth:`adapt` (default: as in training).
-        strategy: ``"loop"`` over tasks, ``"vmap"`` over tasks, or ``"auto"`` (vmap on
-            CUDA, loop on CPU). Both give the same numbers.
+        strategy: how a batch of tasks runs: ``"loop"`` (one after another), ``"threads"``
+            (:meth:`meta_backward` and :meth:`adapt_batch` run two tasks at a time on CPU
+            threads, :mod:`fewshot.learners.threads`; the loop's numbers exactly), ``"vmap"``,
+            or ``"auto"`` (vmap on CUDA; threads on a CPU with more than one intra-op thread;
+            else the loop). vmap gives the loop's numbers up to floating-point rounding.
         channels_last: run CPU convolutions on channels-last images (same values, faster).
         proto_head: start every task's head from its support set, row ``2 c_k`` and bias
             ``-|c_k|^2`` for the class mean ``c_k`` of the backbone features (Proto-MAML,
@@ -73,8 +82,8 @@ class MAML(MetaLearner):
         proto_head: bool = False,
     ):
         super().__init__()
-        if strategy not in ("auto", "loop", "vmap"):
-            raise ValueError(f"strategy must be 'auto', 'loop' or 'vmap', got {strategy!r}")
+        if strategy not in ("auto", "loop", "threads", "vmap"):
+            raise ValueError(f"strategy must be 'auto', 'loop', 'threads' or 'vmap', got {strategy!r}")
         if inner_steps < 1:
             raise ValueError(f"inner_steps must be >= 1, got {inner_steps}")
         self.model = model
@@ -96,11 +105,16 @@ class MAML(MetaLearner):
         return x
 
     def _classify(self, params: Params, h: torch.Tensor) -> torch.Tensor:
-        return forward(self.model, params, h, self._in_vmap)
+        return forward(self._net, params, h, self._in_vmap)
 
     def _features(self, params: Params, h: torch.Tensor) -> torch.Tensor:
         """Backbone features of what :meth:`_embed` returned (MAML: the images themselves)."""
-        return forward(self.model.backbone, _strip(params, "backbone."), h, self._in_vmap)
+        return forward(self._net.backbone, _strip(params, "backbone."), h, self._in_vmap)
+
+    @property
+    def _net(self) -> Classifier:
+        """The module forward passes run on: ``self.model``, or a task worker's own copy."""
+        return replica(self.model)
 
     # -- the shared per-task computation -----------------------------------------------
     def _head_from_prototypes(self, params: Params, features: torch.Tensor, sy: torch.Tensor) -> Params:
@@ -137,10 +151,20 @@ class MAML(MetaLearner):
         fast = self._adapt_params(params, sx, sy, self.inner_steps, self._lr, self.first_order)
         return cross_entropy_and_accuracy(self._classify(fast, self._embed(fast, qx)), qy)
 
+    def _strategy(self) -> str:
+        """The strategy in use: ``self.strategy``, with ``"auto"`` resolved for this device."""
+        if self.strategy != "auto":
+            return self.strategy
+        if next(self.model.parameters()).device.type == "cuda":
+            return "vmap"
+        return "threads" if torch.get_num_threads() > 1 else "loop"
+
     def _use_vmap(self) -> bool:
-        if self.strategy == "auto":
-            return next(self.model.parameters()).device.type == "cuda"
-        return self.strategy == "vmap"
+        return self._strategy() == "vmap"
+
+    def _map_tasks(self, fn: Callable[[int], T], n: int) -> Iterator[T]:
+        """``fn(0), ..., fn(n - 1)`` in order: on task threads under ``"threads"``, else here."""
+        return map_tasks(fn, self.model, n, TASK_WORKERS if self._strategy() == "threads" else 1)
 
     def meta_loss(self, batch: Episode) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         params = parameters(self.model)
@@ -160,20 +184,28 @@ class MAML(MetaLearner):
     def meta_backward(self, batch: Episode) -> dict[str, torch.Tensor]:
         """Back-propagate each task's share of the outer loss as soon as it is computed.
 
-        Peak memory is one task's graph instead of the whole meta-batch's (the loop
-        strategy); under vmap the batch is one graph anyway.
+        Peak memory is one task's graph (one per worker under ``"threads"``) instead of the
+        whole meta-batch's; under vmap the batch is one graph anyway. Gradients are added
+        to ``.grad`` in task order, as ``backward()`` task after task would add them.
         """
         if self._use_vmap():
             return super().meta_backward(batch)
         params = parameters(self.model)
+        leaves = [p for p in self.parameters() if p.requires_grad]
         b = len(batch.support_x)
-        losses, accs = [], []
-        for i in range(b):
+
+        def task(i: int) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor | None, ...]]:
             loss, acc = self._task_loss(
                 params, batch.support_x[i], batch.support_y[i], batch.query_x[i], batch.query_y[i]
             )
-            (loss / b).backward()
-            losses.append(loss.detach())
+            return loss.detach(), acc, torch.autograd.grad(loss / b, leaves, allow_unused=True)
+
+        losses, accs = [], []
+        for loss, acc, grads in self._map_tasks(task, b):
+            for p, g in zip(leaves, grads, strict=True):
+                if g is not None:
+                    p.grad = torch.empty_like(p).copy_(g) if p.grad is None else p.grad.add_(g)
+            losses.append(loss)
             accs.append(acc)
         return {"loss": torch.stack(losses).mean(), "accuracy": torch.stack(accs).mean()}
 
@@ -210,9 +242,16 @@ class MAML(MetaLearner):
         return predict
 
     def adapt_batch(self, support_x: torch.Tensor, support_y: torch.Tensor) -> BatchPredictor:
-        """:meth:`adapt` for a batch of episodes: vmapped where that is faster (CUDA), else a loop."""
+        """:meth:`adapt` for a batch of episodes: vmapped (CUDA), on task threads, or a loop."""
         if not self._use_vmap():
-            return super().adapt_batch(support_x, support_y)
+            predictors = list(
+                self._map_tasks(lambda i: self.adapt(support_x[i], support_y[i]), len(support_x))
+            )
+
+            def predict_each(query_x: torch.Tensor) -> torch.Tensor:
+                return torch.stack(list(self._map_tasks(lambda i: predictors[i](query_x[i]), len(query_x))))
+
+            return predict_each
         params, lr = self._test_start(support_y)
 
         def adapt_one(x: torch.Tensor, y: torch.Tensor) -> Params:
@@ -274,10 +313,10 @@ class ANIL(MAML):
     adapted_prefix = "head."
 
     def _embed(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        return forward(self.model.backbone, _strip(params, "backbone."), x, self._in_vmap)
+        return forward(self._net.backbone, _strip(params, "backbone."), x, self._in_vmap)
 
     def _classify(self, params: Params, h: torch.Tensor) -> torch.Tensor:
-        return forward(self.model.head, _strip(params, "head."), h, self._in_vmap)
+        return forward(self._net.head, _strip(params, "head."), h, self._in_vmap)
 
     def _features(self, params: Params, h: torch.Tensor) -> torch.Tensor:
         return h  # _embed already ran the backbone
