@@ -319,21 +319,30 @@ def test_meta_backward_equals_meta_loss_backward(small_synthetic, cls):
     assert torch.equal(grads[1][1]["accuracy"], grads[0][1]["accuracy"])
 
 
-@pytest.mark.parametrize("cls, proto_head", [(MAML, False), (ANIL, False), (MetaSGD, False), (MAML, True)])
-def test_threads_equal_loop_exactly(small_synthetic, cls, proto_head):
+THREADED = {
+    "maml": lambda model, strategy: MAML(model, inner_lr=0.1, strategy=strategy),
+    "anil": lambda model, strategy: ANIL(model, inner_lr=0.1, strategy=strategy),
+    "metasgd": lambda model, strategy: MetaSGD(model, inner_lr=0.1, strategy=strategy),
+    "protomaml": lambda model, strategy: MAML(model, inner_lr=0.1, strategy=strategy, proto_head=True),
+    "reptile": lambda model, strategy: Reptile(model, inner_lr=1e-3, inner_steps=3, strategy=strategy),
+}
+
+
+@pytest.mark.parametrize("name", THREADED)
+def test_threads_equal_loop_exactly(small_synthetic, name):
     # float32 on purpose: each kernel runs as in the loop, so not one bit may differ.
     batch = EpisodeSampler(small_synthetic, 5, 1, 3, seed=0).batch(range(5))
     results = {}
     for strategy in ("loop", "threads"):
         torch.manual_seed(0)
-        learner = cls(build_model("conv4", 5), inner_lr=0.1, strategy=strategy, proto_head=proto_head)
+        learner = THREADED[name](build_model("conv4", 5), strategy)
         metrics = learner.meta_backward(batch)
         grads = [p.grad for p in learner.parameters() if p.grad is not None]
         results[strategy] = (torch.cat([g.flatten() for g in grads]), metrics, learner)
     (loop, loop_metrics, _), (threads, threads_metrics, learner) = results["loop"], results["threads"]
     assert torch.equal(threads, loop) and loop.abs().sum() > 0
     assert all(torch.equal(threads_metrics[k], loop_metrics[k]) for k in loop_metrics)
-    if proto_head:  # the head's own parameters get no gradient under threads either
+    if name == "protomaml":  # the head's own parameters get no gradient under threads either
         assert learner.model.head.weight.grad is None
 
 

@@ -9,9 +9,6 @@ learning rate (a number, or a learned tensor per parameter).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import TypeVar
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,10 +25,8 @@ from fewshot.learners.functional import (
     parameters,
 )
 from fewshot.learners.protonet import prototypes
-from fewshot.learners.threads import TASK_WORKERS, map_tasks, replica
+from fewshot.learners.threads import TASK_WORKERS, adapt_each, cpu_strategy, map_tasks, replica
 from fewshot.models import Classifier, channels_last
-
-T = TypeVar("T")
 
 
 def _strip(params: Params, prefix: str) -> Params:
@@ -157,14 +152,13 @@ class MAML(MetaLearner):
             return self.strategy
         if next(self.model.parameters()).device.type == "cuda":
             return "vmap"
-        return "threads" if torch.get_num_threads() > 1 else "loop"
+        return cpu_strategy()
 
     def _use_vmap(self) -> bool:
         return self._strategy() == "vmap"
 
-    def _map_tasks(self, fn: Callable[[int], T], n: int) -> Iterator[T]:
-        """``fn(0), ..., fn(n - 1)`` in order: on task threads under ``"threads"``, else here."""
-        return map_tasks(fn, self.model, n, TASK_WORKERS if self._strategy() == "threads" else 1)
+    def _workers(self) -> int:
+        return TASK_WORKERS if self._strategy() == "threads" else 1
 
     def meta_loss(self, batch: Episode) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         params = parameters(self.model)
@@ -201,7 +195,7 @@ class MAML(MetaLearner):
             return loss.detach(), acc, torch.autograd.grad(loss / b, leaves, allow_unused=True)
 
         losses, accs = [], []
-        for loss, acc, grads in self._map_tasks(task, b):
+        for loss, acc, grads in map_tasks(task, self.model, b, self._workers()):
             for p, g in zip(leaves, grads, strict=True):
                 if g is not None:
                     p.grad = torch.empty_like(p).copy_(g) if p.grad is None else p.grad.add_(g)
@@ -244,14 +238,7 @@ class MAML(MetaLearner):
     def adapt_batch(self, support_x: torch.Tensor, support_y: torch.Tensor) -> BatchPredictor:
         """:meth:`adapt` for a batch of episodes: vmapped (CUDA), on task threads, or a loop."""
         if not self._use_vmap():
-            predictors = list(
-                self._map_tasks(lambda i: self.adapt(support_x[i], support_y[i]), len(support_x))
-            )
-
-            def predict_each(query_x: torch.Tensor) -> torch.Tensor:
-                return torch.stack(list(self._map_tasks(lambda i: predictors[i](query_x[i]), len(query_x))))
-
-            return predict_each
+            return adapt_each(self.adapt, self.model, support_x, support_y, self._workers())
         params, lr = self._test_start(support_y)
 
         def adapt_one(x: torch.Tensor, y: torch.Tensor) -> Params:

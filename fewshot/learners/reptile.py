@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from fewshot.data import Episode
-from fewshot.learners.base import MetaLearner, Predictor
+from fewshot.learners.base import BatchPredictor, MetaLearner, Predictor
 from fewshot.learners.functional import Params, cross_entropy_and_accuracy, fit_head, forward, parameters
+from fewshot.learners.threads import TASK_WORKERS, adapt_each, cpu_strategy, map_tasks, replica
 from fewshot.models import Classifier, channels_last
 
 _OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
@@ -30,6 +31,9 @@ class Reptile(MetaLearner):
         model: the classifier whose parameters are the initialization.
         inner_lr, inner_steps, inner_optimizer: the per-task training (``"sgd"`` or ``"adam"``).
         test_steps, test_lr: inner steps and lr used by :meth:`adapt` (default: as in training).
+        strategy: ``"loop"`` over tasks, ``"threads"`` (two tasks at a time on CPU threads,
+            :mod:`fewshot.learners.threads`; the loop's numbers exactly), or ``"auto"``
+            (threads on a CPU with more than one intra-op thread, else the loop).
 
     Example:
         >>> reptile = Reptile(build_model("conv4", n_way=5), inner_lr=1e-3, inner_steps=5)
@@ -45,8 +49,11 @@ class Reptile(MetaLearner):
         inner_optimizer: str = "adam",
         test_steps: int | None = None,
         test_lr: float | None = None,
+        strategy: str = "auto",
     ):
         super().__init__()
+        if strategy not in ("auto", "loop", "threads"):
+            raise ValueError(f"strategy must be 'auto', 'loop' or 'threads', got {strategy!r}")
         if inner_optimizer not in _OPTIMIZERS:
             raise ValueError(f"inner_optimizer must be one of {sorted(_OPTIMIZERS)}, got {inner_optimizer!r}")
         if inner_steps < 1:
@@ -55,6 +62,13 @@ class Reptile(MetaLearner):
         self.inner_lr, self.inner_steps, self.inner_optimizer = inner_lr, inner_steps, inner_optimizer
         self.test_steps = inner_steps if test_steps is None else test_steps
         self.test_lr = inner_lr if test_lr is None else test_lr
+        self.strategy = strategy
+
+    def _workers(self) -> int:
+        """Tasks in flight: :data:`TASK_WORKERS` under threads, else one."""
+        on_cpu = next(self.model.parameters()).device.type == "cpu"
+        strategy = cpu_strategy() if self.strategy == "auto" and on_cpu else self.strategy
+        return TASK_WORKERS if strategy == "threads" else 1
 
     def train_on_task(self, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float) -> Params:
         """Weights after ``steps`` optimizer steps of rate ``lr`` on ``(x, y)`` from the current
@@ -69,21 +83,26 @@ class Reptile(MetaLearner):
         with torch.enable_grad():
             for _ in range(steps):
                 opt.zero_grad(set_to_none=True)
-                F.cross_entropy(forward(self.model, fast, x), y).backward()
+                F.cross_entropy(forward(replica(self.model), fast, x), y).backward()
                 opt.step()
         return {n: p.detach() for n, p in fast.items()}
 
     def meta_loss(self, batch: Episode) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         params = parameters(self.model)
         target = {n: torch.zeros_like(p) for n, p in params.items()}
-        accs = []
-        for i in range(len(batch.support_x)):
+        b = len(batch.support_x)
+
+        def task(i: int) -> tuple[Params, torch.Tensor]:
             phi = self.train_on_task(batch.support_x[i], batch.support_y[i], self.inner_steps, self.inner_lr)
-            for n in target:
-                target[n] += phi[n] / len(batch.support_x)
             with torch.no_grad():
-                logits = forward(self.model, phi, channels_last(batch.query_x[i]))
-            accs.append(cross_entropy_and_accuracy(logits, batch.query_y[i])[1])
+                logits = forward(replica(self.model), phi, channels_last(batch.query_x[i]))
+            return phi, cross_entropy_and_accuracy(logits, batch.query_y[i])[1]
+
+        accs = []
+        for phi, acc in map_tasks(task, self.model, b, self._workers()):  # summed in task order
+            for n in target:
+                target[n] += phi[n] / b
+            accs.append(acc)
         loss = sum(0.5 * (params[n] - target[n]).pow(2).sum() for n in params)
         return loss, {"loss": loss.detach(), "accuracy": torch.stack(accs).mean()}
 
@@ -92,6 +111,10 @@ class Reptile(MetaLearner):
 
         def predict(query_x: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
-                return forward(self.model, fast, channels_last(query_x))
+                return forward(replica(self.model), fast, channels_last(query_x))
 
         return predict
+
+    def adapt_batch(self, support_x: torch.Tensor, support_y: torch.Tensor) -> BatchPredictor:
+        """:meth:`adapt` on each episode, two at a time on CPU threads under ``"threads"``."""
+        return adapt_each(self.adapt, self.model, support_x, support_y, self._workers())

@@ -1,4 +1,4 @@
-"""Two tasks at a time on CPU threads: the ``"threads"`` strategy of the MAML family.
+"""Two tasks at a time on CPU threads: the ``"threads"`` strategy of MAML and Reptile.
 
 The tasks of a meta-batch are independent, and on a CPU much of each task's time goes to
 work that leaves cores idle: Python and dispatch overhead, and element-wise kernels on
@@ -87,3 +87,28 @@ def map_tasks(fn: Callable[[int], T], module: nn.Module, n: int, workers: int) -
             free.put(own)
 
     yield from _pool(workers).map(run, range(n))
+
+
+def cpu_strategy() -> str:
+    """What ``strategy="auto"`` means on a CPU: threads when torch has more than one intra-op
+    thread to share between the two tasks, else the plain loop."""
+    return "threads" if torch.get_num_threads() > 1 else "loop"
+
+
+def adapt_each(
+    adapt: Callable[[torch.Tensor, torch.Tensor], Callable[[torch.Tensor], torch.Tensor]],
+    module: nn.Module,
+    support_x: torch.Tensor,
+    support_y: torch.Tensor,
+    workers: int,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``adapt_batch`` from a per-episode ``adapt``: episodes adapted, then scored, on
+    ``workers`` threads (:func:`map_tasks`); the logits of ``adapt`` on each episode alone."""
+    predictors = list(map_tasks(lambda i: adapt(support_x[i], support_y[i]), module, len(support_x), workers))
+
+    def predict(query_x: torch.Tensor) -> torch.Tensor:
+        return torch.stack(
+            list(map_tasks(lambda i: predictors[i](query_x[i]), module, len(query_x), workers))
+        )
+
+    return predict
