@@ -210,6 +210,8 @@ def main() -> None:
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rounds < 0 or args.repeats < 1 or args.meta_batch < 1:
+        parser.error("--rounds must be >= 0, --repeats and --meta-batch >= 1")
     if args.child:
         peak_memory_child(args.child, args.device, args.meta_batch, args.inner_steps)
         return

@@ -25,7 +25,7 @@ from fewshot.learners.functional import (
     parameters,
 )
 from fewshot.learners.protonet import prototypes
-from fewshot.learners.threads import TASK_WORKERS, adapt_each, cpu_strategy, map_tasks, replica
+from fewshot.learners.threads import adapt_each, map_tasks, replica, resolve, workers
 from fewshot.models import Classifier, channels_last
 
 
@@ -147,18 +147,10 @@ class MAML(MetaLearner):
         return cross_entropy_and_accuracy(self._classify(fast, self._embed(fast, qx)), qy)
 
     def _strategy(self) -> str:
-        """The strategy in use: ``self.strategy``, with ``"auto"`` resolved for this device."""
-        if self.strategy != "auto":
-            return self.strategy
-        if next(self.model.parameters()).device.type == "cuda":
-            return "vmap"
-        return cpu_strategy()
+        return resolve(self.strategy, self.model, on_cuda="vmap")
 
     def _use_vmap(self) -> bool:
         return self._strategy() == "vmap"
-
-    def _workers(self) -> int:
-        return TASK_WORKERS if self._strategy() == "threads" else 1
 
     def meta_loss(self, batch: Episode) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         params = parameters(self.model)
@@ -195,7 +187,7 @@ class MAML(MetaLearner):
             return loss.detach(), acc, torch.autograd.grad(loss / b, leaves, allow_unused=True)
 
         losses, accs = [], []
-        for loss, acc, grads in map_tasks(task, self.model, b, self._workers()):
+        for loss, acc, grads in map_tasks(task, self.model, b, workers(self._strategy())):
             for p, g in zip(leaves, grads, strict=True):
                 if g is not None:
                     p.grad = torch.empty_like(p).copy_(g) if p.grad is None else p.grad.add_(g)
@@ -238,7 +230,7 @@ class MAML(MetaLearner):
     def adapt_batch(self, support_x: torch.Tensor, support_y: torch.Tensor) -> BatchPredictor:
         """:meth:`adapt` for a batch of episodes: vmapped (CUDA), on task threads, or a loop."""
         if not self._use_vmap():
-            return adapt_each(self.adapt, self.model, support_x, support_y, self._workers())
+            return adapt_each(self.adapt, self.model, support_x, support_y, workers(self._strategy()))
         params, lr = self._test_start(support_y)
 
         def adapt_one(x: torch.Tensor, y: torch.Tensor) -> Params:

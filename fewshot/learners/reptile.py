@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from fewshot.data import Episode
 from fewshot.learners.base import BatchPredictor, MetaLearner, Predictor
 from fewshot.learners.functional import Params, cross_entropy_and_accuracy, fit_head, forward, parameters
-from fewshot.learners.threads import TASK_WORKERS, adapt_each, cpu_strategy, map_tasks, replica
+from fewshot.learners.threads import adapt_each, map_tasks, replica, resolve, workers
 from fewshot.models import Classifier, channels_last
 
 _OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
@@ -65,10 +65,7 @@ class Reptile(MetaLearner):
         self.strategy = strategy
 
     def _workers(self) -> int:
-        """Tasks in flight: :data:`TASK_WORKERS` under threads, else one."""
-        on_cpu = next(self.model.parameters()).device.type == "cpu"
-        strategy = cpu_strategy() if self.strategy == "auto" and on_cpu else self.strategy
-        return TASK_WORKERS if strategy == "threads" else 1
+        return workers(resolve(self.strategy, self.model, on_cuda="loop"))
 
     def train_on_task(self, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float) -> Params:
         """Weights after ``steps`` optimizer steps of rate ``lr`` on ``(x, y)`` from the current

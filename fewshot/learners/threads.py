@@ -89,10 +89,22 @@ def map_tasks(fn: Callable[[int], T], module: nn.Module, n: int, workers: int) -
     yield from _pool(workers).map(run, range(n))
 
 
-def cpu_strategy() -> str:
-    """What ``strategy="auto"`` means on a CPU: threads when torch has more than one intra-op
-    thread to share between the two tasks, else the plain loop."""
+def resolve(strategy: str, module: nn.Module, on_cuda: str) -> str:
+    """The strategy in use: ``strategy``, with ``"auto"`` resolved for ``module``'s device.
+
+    ``"auto"`` is ``on_cuda`` on a GPU; on a CPU it is threads when torch has more than one
+    intra-op thread to share between the two tasks, else the plain loop.
+    """
+    if strategy != "auto":
+        return strategy
+    if next(module.parameters()).device.type == "cuda":
+        return on_cuda
     return "threads" if torch.get_num_threads() > 1 else "loop"
+
+
+def workers(strategy: str) -> int:
+    """Tasks in flight under a resolved ``strategy``: :data:`TASK_WORKERS` for threads, else one."""
+    return TASK_WORKERS if strategy == "threads" else 1
 
 
 def adapt_each(
