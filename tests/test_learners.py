@@ -346,6 +346,15 @@ def test_threads_equal_loop_exactly(small_synthetic, name):
         assert learner.model.head.weight.grad is None
 
 
+def test_unknown_strategy_names_the_choices():
+    with pytest.raises(
+        ValueError, match="strategy must be 'auto', 'loop', 'threads' or 'vmap', got 'thread'"
+    ):
+        MAML(build_model("conv4", 5), strategy="thread")
+    with pytest.raises(ValueError, match="strategy must be 'auto', 'loop' or 'threads', got 'vmap'"):
+        Reptile(build_model("conv4", 5), strategy="vmap")
+
+
 @pytest.mark.parametrize("channels", [1, 3])
 def test_channels_last_reaches_the_convolutions(channels):
     # A single-channel batch is where .contiguous(memory_format=channels_last) silently keeps NCHW.
