@@ -22,8 +22,14 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     )
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 18
-    assert {"maml-pretrained-10steps", "reptile-30steps", "protomaml-pretrained"} <= set(report["methods"])
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 21
+    assert {
+        "maml-pretrained-10steps",
+        "reptile-30steps",
+        "protomaml-pretrained",
+        "protomaml-protonet",
+        "maml20-pretrained-10steps",
+    } <= set(report["methods"])
     for key in report["settings"]:
         assert set(report["results"][key]) == set(report["methods"])
     for manifest in ("small1_split.json", "small2_novel.json"):  # the committed manifests are reproduced

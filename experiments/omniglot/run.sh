@@ -89,17 +89,21 @@ train fomaml fomaml fomaml
 # the held-out characters (at initialization, 5-way 1-shot: 27% with 0.4, 81% with 0.05).
 train fomaml-pretrained fomaml fomaml "$PRE" inner.lr=0.05
 train protomaml-pretrained fomaml protomaml "$PRE"
+# Proto-MAML from ProtoNet's backbone: it starts exactly where ProtoNet ends (class-mean head),
+# so a smaller outer step than from the pretrained backbone, where 5e-4 lowered validation.
+train protomaml-protonet fomaml protomaml "model.pretrained=$OUT/protonet/best.pt" optim.lr=0.0001
+train maml20-pretrained maml maml20 "$PRE"
 train reptile reptile reptile
 train reptile-pretrained reptile reptile "$PRE"
 [[ $TRAIN_ONLY == 1 ]] && { echo "training done: $OUT"; exit 0; }
 
 # Test steps chosen on the validation characters (test_steps_on_val.py; README): these runs are
 # scored as trained and, as <run>-<N>steps, with N test steps.
-declare -A TEST_STEPS=([maml-pretrained]=10 [fomaml-pretrained]=10 [fomaml]=10 [reptile]=30)
-declare -A KIND=([protomaml-pretrained]=fomaml)  # the learner of runs not named after theirs
+declare -A TEST_STEPS=([maml-pretrained]=10 [maml20-pretrained]=10 [fomaml-pretrained]=10 [fomaml]=10 [reptile]=30)
+declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml20-pretrained]=maml)  # the learner of runs not named after theirs
 candidates=()
-for run in maml maml-pretrained fomaml fomaml-pretrained protomaml-pretrained reptile reptile-pretrained \
-           protonet protonet-pretrained; do
+for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained protomaml-pretrained protomaml-protonet \
+           reptile reptile-pretrained protonet protonet-pretrained; do
   [[ -f "$OUT/$run/best.pt" ]] || continue
   kind=${KIND[$run]:-${run%-pretrained}}
   candidates+=("$run=$kind:$OUT/$run")
