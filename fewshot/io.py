@@ -14,6 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+# The process's umask, read once at import (reading it means setting it, which is not
+# thread-safe): files written here get the permissions ``open`` would give them, not the
+# owner-only 0600 of ``tempfile.mkstemp``.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     """Call ``write(f)`` on a temporary binary file, flush it to disk, then rename to ``path``."""
@@ -25,6 +31,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
