@@ -119,6 +119,12 @@ def gather_objects(obj: Any, ctx: Context) -> list[Any]:
 
 
 def close(ctx: Context) -> None:
-    """Leave the group (after the last collective call)."""
+    """Leave the group (after the last collective call), all processes together.
+
+    The barrier keeps a process that has finished from tearing down its connections while
+    rank 0 still writes the report: a Gloo peer that leaves early can abort the other
+    ("terminate called without an active exception").
+    """
     if ctx.world > 1 and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
