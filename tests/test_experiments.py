@@ -1,5 +1,6 @@
 """The Omniglot study's quick mode runs end to end on the real data (skipped without it)."""
 
+import csv
 import json
 import os
 import subprocess
@@ -43,6 +44,16 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     assert [line.split(":")[0] for line in lines] == [
         f"5-way 1-shot, {steps} test steps of lr {lr}" for lr in (0.01, 0.1) for steps in (1, 2)
     ]
+    # the collapse diagnosis re-runs evaluation episodes of full-finetune and gets their scores again
+    diagnose = [sys.executable, str(STUDY / "finetune_collapse.py"), "--run", str(tmp_path / "pretrain")]
+    diagnose += ["--setting", "5w1s", "--episodes", "0", "1", "--epochs", "1"]
+    diagnose += ["--data-root", str(data / "images_background_small2.zip"), "--manifest"]
+    diagnose += [str(tmp_path / "small2_novel.json"), "q_query=2"]
+    out = subprocess.run(diagnose, check=True, cwd=ROOT, capture_output=True, text=True).stdout.splitlines()
+    with open(tmp_path / "eval" / "results.csv") as f:
+        rows = [r for r in csv.DictReader(f) if (r["method"], r["setting"]) == ("full-finetune", "5w1s")]
+    scores = [round(100 * float(r["accuracy"]), 2) for r in sorted(rows, key=lambda r: int(r["episode"]))]
+    assert out[0] == "5w1s, episodes [0, 1]" and out[1].startswith(f"   1 epochs  accuracy % {scores}")
     # again, for two methods: the runs are finished, and the last evaluation's scores are reused
     subprocess.run(
         ["bash", str(STUDY / "run.sh"), "--quick", "--out", str(tmp_path), "--data", str(data)]
