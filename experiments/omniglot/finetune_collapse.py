@@ -32,8 +32,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, nargs="+", default=[100], help="stop after these many epochs")
     parser.add_argument("--data-root", default="../shared/data/omniglot/images_background_small2.zip")
     parser.add_argument("--manifest", default="experiments/omniglot/small2_novel.json")
-    parser.add_argument("overrides", nargs="*", help="key=value evaluation overrides, as the evaluation had")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="key=value evaluation overrides, as the evaluation had (before the options, or after --)",
+    )
     args = parser.parse_args()
+    if min(args.epochs) < 0:
+        parser.error(f"--epochs must be >= 0, got {min(args.epochs)}")
     try:
         setting = Setting.parse(args.setting)
         cfg = load_eval_config(
@@ -47,8 +53,11 @@ def main() -> None:
         )
     except (ValueError, ConfigError) as err:
         parser.error(str(err))
-    evaluated = load_splits(cfg.data, required=(cfg.split,))[0][cfg.split]
-    batch = setting.sampler(evaluated, cfg.q_query, cfg.seed).batch(args.episodes)
+    try:
+        evaluated = load_splits(cfg.data, required=(cfg.split,))[0][cfg.split]
+        batch = setting.sampler(evaluated, cfg.q_query, cfg.seed).batch(args.episodes)
+    except (OSError, ValueError) as err:
+        parser.error(str(err))
     channels, size = evaluated.image_shape[0], evaluated.image_shape[1]
     print(f"{setting.key}, episodes {args.episodes}")
     for epochs in args.epochs:
