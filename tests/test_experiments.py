@@ -23,8 +23,9 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     )
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 21
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 22
     assert {
+        "maml-10steps",
         "maml-pretrained-10steps",
         "reptile-30steps",
         "protomaml-pretrained",
