@@ -167,6 +167,7 @@ class EvalConfig:
     out_dir: str = "eval"
     name: str | None = None  # default: "evaluate"
     quiet: bool = False
+    resume: str | None = None  # an unfinished evaluation directory to continue (resume_eval_config)
 
 
 class ConfigError(ValueError):
@@ -331,6 +332,38 @@ def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = 
     cfg = _merge(cfg, OmegaConf.from_dotlist(list(overrides)), schema, "the command line")
     cfg.train.resume = str(run_dir)
     _check(cfg)
+    return cfg
+
+
+# What may be given with resume=DIR: nothing that changes the scores its chunks already hold.
+RESUME_OVERRIDES = ("quiet", "device", "reuse")
+
+
+def resume_eval_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """The saved configuration of an unfinished evaluation, to continue it in its own directory.
+
+    Only :data:`RESUME_OVERRIDES` may be given: any other change would make the chunks of
+    episodes it has saved (:mod:`fewshot.evaluation.partial`) scores of another evaluation.
+    """
+    saved = Path(run_dir) / "config.yaml"
+    if not saved.is_file():
+        raise ConfigError(
+            f"cannot resume {str(run_dir)!r}: it has no config.yaml "
+            "(not an output directory of fewshot.evaluate?)"
+        )
+    changed = [o for o in overrides if o.partition("=")[0] not in RESUME_OVERRIDES]
+    if changed:
+        raise ConfigError(
+            f"resume={run_dir} continues that evaluation as its config.yaml says; "
+            f"{', '.join(changed)} cannot be given with it (only {', '.join(RESUME_OVERRIDES)} can); "
+            "start a new evaluation instead"
+        )
+    schema = OmegaConf.structured(EvalConfig)
+    OmegaConf.set_struct(schema, True)
+    cfg = _merge(schema, OmegaConf.load(saved), schema, str(saved))
+    cfg = _merge(cfg, OmegaConf.from_dotlist(list(overrides)), schema, "the command line")
+    cfg.resume = str(run_dir)
+    _check_eval(cfg)
     return cfg
 
 

@@ -4,20 +4,30 @@ Read top to bottom: resolve the config (``configs/evaluate.yaml``), parse the se
 method specs, load the data and its split, build every method (checking checkpoints
 before any episode runs), then score all methods on the same episodes of each setting
 (taking the scores that earlier evaluations in ``reuse=[...]`` hold for the same methods),
-write the report into a new output directory and print its tables.
+write the report into a new output directory and print its tables. ``resume=DIR`` continues
+an evaluation that was killed, in its own directory, from the chunks of episodes it saved
+(:mod:`fewshot.evaluation.partial`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from fewshot import distributed
-from fewshot.config import ConfigError, add_config_arguments, describe_groups, load_eval_config
-from fewshot.data import save_manifest
+from fewshot.config import (
+    RESUME_OVERRIDES,
+    ConfigError,
+    add_config_arguments,
+    describe_groups,
+    load_eval_config,
+    resume_eval_config,
+)
+from fewshot.data import load_manifest, save_manifest
 from fewshot.evaluation import (
     KINDS,
     BuildContext,
@@ -29,6 +39,7 @@ from fewshot.evaluation import (
     parse_method,
     save_report,
 )
+from fewshot.evaluation.partial import PartialScores
 from fewshot.evaluation.reuse import load_reused, method_records
 from fewshot.io import atomic_write_json, atomic_write_text
 from fewshot.train import load_splits, new_run_dir, resolve_device
@@ -63,12 +74,19 @@ def evaluate(cfg: DictConfig) -> tuple[Path, Comparison]:
     records = method_records(specs)
     reused = load_reused(list(cfg.reuse), cfg, manifest, records, settings)
 
-    made = new_run_dir(cfg.out_dir, cfg.name or "evaluate") if dist.main else None  # rank 0 writes
-    out = Path(distributed.broadcast_object(str(made), dist))
+    if cfg.resume:
+        out = Path(cfg.resume)
+        _check_resumable(cfg, out, manifest, records)
+    else:
+        made = new_run_dir(cfg.out_dir, cfg.name or "evaluate") if dist.main else None  # rank 0 writes
+        out = Path(distributed.broadcast_object(str(made), dist))
+    partial = PartialScores(out, dist.rank)  # chunks an interrupted run of it saved
+    partial.state = distributed.broadcast_object(partial.state, dist)  # every process: rank 0's view
     if dist.main:
-        atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg))
-        save_manifest(manifest, out / "split.json")
-        atomic_write_json(out / "methods.json", records)
+        if not cfg.resume:
+            atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg))
+            save_manifest(manifest, out / "split.json")
+            atomic_write_json(out / "methods.json", records)
         print(
             f"evaluating {len(methods)} method(s) on {evaluated.num_classes} {cfg.split} classes: "
             f"{', '.join(s.key for s in settings)}, {cfg.episodes} episodes each, baseline {baseline}",
@@ -87,11 +105,35 @@ def evaluate(cfg: DictConfig) -> tuple[Path, Comparison]:
         progress=not cfg.quiet,
         embed_once=cfg.embed_once,
         known=reused.scores,
+        partial=partial,
     )
     result.reused = reused.sources
     if dist.main:
         save_report(result, out)
+        partial.remove()
     return out, result
+
+
+def _check_resumable(cfg: DictConfig, out: Path, manifest: dict, records: dict) -> None:
+    """Refuse to resume a finished evaluation, or one whose configuration, classes or methods
+    have changed (what ``cfg`` may change is :data:`~fewshot.config.RESUME_OVERRIDES`)."""
+    if (out / "scores.pt").is_file():
+        raise ConfigError(f"cannot resume {out}: it is finished (its report is {out}/report.md)")
+    saved = resume_eval_config(out)
+    free = (*RESUME_OVERRIDES, "resume", "out_dir", "name")
+    changed = [k for k in cfg if k not in free and cfg[k] != saved[k]]
+    if changed:
+        raise ConfigError(
+            f"cannot resume {out}: {', '.join(changed)} differ from its config.yaml; resume it with "
+            f"resume={out} alone, or start a new evaluation"
+        )
+    if load_manifest(out / "split.json") != manifest:
+        raise ConfigError(f"cannot resume {out}: its classes differ from this data's (split.json)")
+    if json.loads((out / "methods.json").read_text()) != records:
+        raise ConfigError(
+            f"cannot resume {out}: a method's checkpoint has changed since it started (methods.json); "
+            "start a new evaluation"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -105,13 +147,21 @@ def main(argv: list[str] | None = None) -> None:
         + "; a checkpoint is a .pt file or a run directory; @inner.test_steps=N or @inner.test_lr=X "
         + "changes how a run adapts.",
         epilog="example: python -m fewshot.evaluate methods=[maml:runs/maml,finetune:runs/pretrain,scratch] "
-        "settings=[5w1s,5w5s] episodes=600",
+        "settings=[5w1s,5w5s] episodes=600; continue a killed one: "
+        "python -m fewshot.evaluate resume=eval/evaluate",
     )
     parser.add_argument("overrides", nargs="*", help="group=choice or key=value")
     add_config_arguments(parser)
     args = parser.parse_intermixed_args(argv)
     try:
-        cfg = load_eval_config(args.overrides, check=not args.print_config, files=args.config)
+        resume = [o.split("=", 1)[1] for o in args.overrides if o.startswith("resume=")]
+        if resume and args.config:
+            raise ConfigError("--config cannot be given with resume=: the evaluation keeps its own config")
+        if resume:
+            rest = [o for o in args.overrides if not o.startswith("resume=")]
+            cfg = resume_eval_config(resume[-1], rest)
+        else:
+            cfg = load_eval_config(args.overrides, check=not args.print_config, files=args.config)
         if args.print_config:
             print(OmegaConf.to_yaml(cfg), end="")
             return

@@ -83,3 +83,32 @@ def test_two_processes_score_the_episodes_of_one(runs):
             )
     assert len(results[0]) == 2 * 2 * 7
     assert results[0] == results[1]
+
+
+def test_two_processes_resume_what_one_process_saved(runs):
+    root, _ = runs
+    args = ["methods=[maml:p1/maml,scratch]", "settings=[5w1s,3w2s]", "episodes=7", "batch_episodes=2"]
+    args += ["finetune.epochs=1", "data.num_classes=200", "out_dir=r", "quiet=true"]
+    run("fewshot.evaluate", args, root, 1)
+    out = root / "r" / "evaluate"
+    whole = torch.load(out / "scores.pt", weights_only=True)
+    saved = {}  # chunks 0 and 3 of every method and setting, as a killed process leaves them
+    for key, by_label in whole.items():
+        for label, entry in by_label.items():
+            chunks = {
+                c: {m: v[2 * c : 2 * c + 2].clone() for m, v in entry.items() if m != "seconds"}
+                for c in (0, 3)
+            }
+            chunks[0]["accuracy"].fill_(0.125)  # proves that the saved chunk is taken, not scored again
+            saved.setdefault(key, {})[label] = {"chunks": chunks, "seconds": 1.0}
+    (out / "partial").mkdir()
+    torch.save(saved, out / "partial" / "rank0.pt")
+    (out / "scores.pt").unlink()
+    printed = run("fewshot.evaluate", [f"resume={out}", "quiet=true"], root, 2)
+    assert printed.count("## Accuracy") == 1 and not (out / "partial").exists()
+    resumed = torch.load(out / "scores.pt", weights_only=True)
+    for key, by_label in whole.items():
+        for label, entry in by_label.items():
+            expected = entry["accuracy"].clone()
+            expected[:2] = 0.125
+            torch.testing.assert_close(resumed[key][label]["accuracy"], expected, rtol=0, atol=1e-6)

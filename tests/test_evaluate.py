@@ -1,6 +1,7 @@
 """The evaluator: identical episodes, statistics, the report, method specs and their errors."""
 
 import csv
+import importlib
 import json
 import math
 import shutil
@@ -18,12 +19,16 @@ from fewshot.evaluation import (
     MethodError,
     build_method,
     parse_method,
+    partial,
     query_metrics,
     save_report,
 )
+from fewshot.evaluation.partial import PartialScores
 from fewshot.evaluation.report import FILES
 from fewshot.models import build_backbone, build_model
 from fewshot.train import main as train_main
+
+compare_module = importlib.import_module("fewshot.evaluation.compare")  # not the function of that name
 
 
 class Spy(Learner):
@@ -175,6 +180,45 @@ def test_out_of_memory_halves_the_batch(small_synthetic):
         {"a": Tight()}, small_synthetic, ["5w1s"], q_query=2, episodes=9, batch_episodes=9, progress=False
     )
     assert torch.equal(a.scores["5w1s"]["a"].metrics["f1"], b.scores["5w1s"]["a"].metrics["f1"])
+
+
+class Killed(Exception):
+    """Stands for the process being killed part-way through an evaluation."""
+
+
+class Dies(Spy):
+    """A Spy whose ``at``-th adaptation (1-based) is the moment its process is killed."""
+
+    def __init__(self, at=None):
+        super().__init__()
+        self.calls, self.at = 0, at
+
+    def adapt_batch(self, support_x, support_y):
+        self.calls += 1
+        if self.calls == self.at:
+            raise Killed
+        return super().adapt_batch(support_x, support_y)
+
+
+def test_a_killed_comparison_resumes_from_the_chunks_it_saved(small_synthetic, tmp_path, monkeypatch):
+    monkeypatch.setattr(partial, "SAVE_EVERY_S", 0.0)  # save after every chunk
+    args = dict(settings=["5w1s", "3w2s"], q_query=2, episodes=7, batch_episodes=3, progress=False)
+    whole = compare({"a": Spy()}, small_synthetic, **args)
+    with pytest.raises(Killed):  # 3 chunks per setting: killed at the second chunk of 3w2s
+        compare({"a": Dies(at=5)}, small_synthetic, **args, partial=PartialScores(tmp_path))
+    saved = PartialScores(tmp_path)
+    assert sorted(saved.chunks("5w1s", "a")) == [0, 1, 2] and sorted(saved.chunks("3w2s", "a")) == [0]
+    rerun = Dies()  # resumed as another process: its own file, the first one's chunks
+    resumed = compare({"a": rerun}, small_synthetic, **args, partial=PartialScores(tmp_path, rank=1))
+    assert rerun.calls == 2  # only the chunks not saved
+    for key in args["settings"]:
+        for m in ("accuracy", "f1"):
+            assert torch.equal(resumed.scores[key]["a"].metrics[m], whole.scores[key]["a"].metrics[m])
+        assert resumed.scores[key]["a"].seconds >= saved.seconds(key, "a")
+    union = PartialScores(tmp_path)  # both files: nothing lost by either process
+    assert sorted(union.chunks("3w2s", "a")) == [0, 1, 2]
+    union.remove()
+    assert not (tmp_path / "partial").exists()
 
 
 def test_report_files_are_complete_and_parseable(small_synthetic, tmp_path):
@@ -392,3 +436,37 @@ def test_a_spec_changes_how_a_run_adapts_and_is_not_reused_for_the_run_as_traine
         _evaluate(tmp_path, f"methods=[{spec}]", "name=b", f"reuse=[{tmp_path}/a]")
         assert json.loads((tmp_path / "b" / "report.json").read_text())["reused"].get("5w1s", {}) == reused
         shutil.rmtree(tmp_path / "b")
+
+
+def test_a_killed_evaluation_resumes_in_its_own_directory(runs, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(partial, "SAVE_EVERY_S", 0.0)
+    score, calls = compare_module._score, []
+
+    def dies_at_the_sixth_chunk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 6:
+            raise Killed
+        return score(*args, **kwargs)
+
+    monkeypatch.setattr(compare_module, "_score", dies_at_the_sixth_chunk)
+    two = [f"methods=[scratch,probe=finetune:{runs}/pretrain]", "batch_episodes=2"]  # 2 x 2 x 2 chunks
+    with pytest.raises(Killed):
+        _evaluate(tmp_path, *two, "name=a")
+    assert not (tmp_path / "a" / "scores.pt").exists() and (tmp_path / "a" / "partial").is_dir()
+    main([f"resume={tmp_path}/a", "quiet=true"])
+    assert len(calls) == 6 + 3  # the three chunks not saved
+    assert not (tmp_path / "a" / "partial").exists()
+    _evaluate(tmp_path, *two, "name=b")  # the same evaluation, not killed
+    resumed, whole = (torch.load(tmp_path / n / "scores.pt", weights_only=True) for n in ("a", "b"))
+    for key in ("5w1s", "10w2s"):
+        for label in ("scratch", "probe"):
+            assert torch.equal(resumed[key][label]["accuracy"], whole[key][label]["accuracy"])
+    capsys.readouterr()
+    for args, message in (
+        ([f"resume={tmp_path}/a"], "it is finished"),
+        ([f"resume={tmp_path}/b", "episodes=5"], "episodes=5 cannot be given with it"),
+        ([f"resume={tmp_path}"], "has no config.yaml"),
+    ):
+        with pytest.raises(SystemExit):
+            main(args)
+        assert message in capsys.readouterr().err, args

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from fewshot import distributed
 from fewshot.data import EpisodeSampler, ImageSet
 from fewshot.evaluation.metrics import METRICS, query_metrics
+from fewshot.evaluation.partial import PartialScores
 from fewshot.learners import Learner
 from fewshot.learners.features import embed_dataset
 from fewshot.stats import MeanCI, PairedDifference, mean_ci, paired_difference
@@ -120,6 +121,7 @@ def compare(
     progress: bool = True,
     embed_once: bool = True,
     known: Mapping[str, Mapping[str, Scores]] | None = None,
+    partial: PartialScores | None = None,
 ) -> Comparison:
     """Score every method on the same ``episodes`` episodes of each setting.
 
@@ -138,6 +140,9 @@ def compare(
             episodes/s then counts adaptation and prediction on those features.
         known: scores already measured, ``known[setting key][label]`` (an earlier evaluation's,
             see :mod:`fewshot.evaluation.reuse`); they are taken as they are, not measured again.
+        partial: where each chunk of episodes is saved once scored, and the chunks an interrupted
+            run of this same evaluation saved, which are not scored again
+            (:mod:`fewshot.evaluation.partial`).
 
     Example:
         >>> result = compare({"maml": maml, "probe": FineTune(backbone)}, novel, ["5w1s"], baseline="probe")
@@ -185,14 +190,22 @@ def compare(
                 disable=not progress or not ctx.main,
                 leave=False,
             )
+            saved = partial.chunks(setting.key, label) if partial else {}
+            fits = {c for c in saved if c < len(chunks) and len(saved[c]["accuracy"]) == len(chunks[c])}
+            done = {c: saved[c] for c in fits}
+            before = partial.seconds(setting.key, label) if partial else 0.0
+            bar.update(sum(len(chunks[c]) for c in done))
+            todo = [c for c in range(len(chunks)) if c not in done]
             mine: dict[int, dict[str, torch.Tensor]] = {}
             start = time.perf_counter()
-            for c in range(ctx.rank, len(chunks), ctx.world):
+            for c in todo[ctx.rank :: ctx.world]:
                 mine[c] = _score(learner, sampler, chunks[c], device, features.get(label))
+                if partial:
+                    partial.record(setting.key, label, c, mine[c], before + time.perf_counter() - start)
                 bar.update(len(chunks[c]) * ctx.world)
             shares = distributed.gather_objects(mine, ctx)
-            parts = {c: part for share in shares for c, part in share.items()}
-            seconds = time.perf_counter() - start
+            parts = {**done, **{c: part for share in shares for c, part in share.items()}}
+            seconds = before + time.perf_counter() - start
             bar.close()
             metrics = {m: torch.cat([parts[c][m] for c in range(len(chunks))]) for m in METRICS}
             scores[setting.key][label] = Scores(metrics, seconds)
