@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "experiments" / "omniglot"
 
@@ -55,6 +57,27 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         rows = [r for r in csv.DictReader(f) if (r["method"], r["setting"]) == ("full-finetune", "5w1s")]
     scores = [round(100 * float(r["accuracy"]), 2) for r in sorted(rows, key=lambda r: int(r["episode"]))]
     assert out[0] == "5w1s, episodes [0, 1]" and out[1].startswith(f"   1 epochs  accuracy % {scores}")
+    # an unfinished evaluation (every chunk saved but scratch's): started again, run.sh resumes it
+    finished = torch.load(tmp_path / "eval" / "scores.pt", weights_only=True)
+    saved = {
+        key: {
+            label: {"chunks": {0: {m: v for m, v in entry.items() if m != "seconds"}}, "seconds": 1.0}
+            for label, entry in by_label.items()
+            if label != "scratch"
+        }
+        for key, by_label in finished.items()
+    }
+    saved["5w1s"]["linear-probe"]["chunks"][0]["accuracy"] = torch.full((2,), 0.125)  # proves it is read
+    (tmp_path / "eval" / "partial").mkdir()
+    torch.save(saved, tmp_path / "eval" / "partial" / "rank0.pt")
+    (tmp_path / "eval" / "scores.pt").unlink()
+    quick = ["bash", str(STUDY / "run.sh"), "--quick", "--out", str(tmp_path), "--data", str(data)]
+    subprocess.run(quick, check=True, cwd=ROOT, env=env)
+    resumed = torch.load(tmp_path / "eval" / "scores.pt", weights_only=True)
+    assert resumed["5w1s"]["linear-probe"]["accuracy"].tolist() == [0.125, 0.125]
+    for key in report["settings"]:
+        assert torch.equal(resumed[key]["scratch"]["accuracy"], finished[key]["scratch"]["accuracy"])
+    assert "evaluate (resumed)" in (tmp_path / "timings.tsv").read_text()
     # again, for two methods: the runs are finished, and the last evaluation's scores are reused
     subprocess.run(
         ["bash", str(STUDY / "run.sh"), "--quick", "--out", str(tmp_path), "--data", str(data)]

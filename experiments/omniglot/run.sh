@@ -14,8 +14,9 @@
 #          not measured again (fewshot.evaluate reuse=[...]); the previous <out>/eval is kept as
 #          <out>/eval.prev for this
 #
-# A run directory that exists is resumed (a finished run is left as it is), so the script can be
-# stopped and started again. The class manifests (make_splits.py) are written to <out> and used
+# A run directory that exists is resumed (a finished run is left as it is), and so is an
+# unfinished evaluation (fewshot.evaluate resume=<out>/eval), so the script can be stopped and
+# started again. The class manifests (make_splits.py) are written to <out> and used
 # from there; wall-clock seconds per step go to <out>/timings.tsv; the evaluation goes to
 # <out>/eval. The full study copies its report and manifests into experiments/omniglot/.
 set -euo pipefail
@@ -119,15 +120,25 @@ methods=()
 for spec in "${candidates[@]}"; do
   chosen "${spec%%=*}" && methods+=("$spec")
 done
-if [[ -d "$OUT/eval" ]]; then
-  rm -rf "$OUT/eval.prev"
-  mv "$OUT/eval" "$OUT/eval.prev"
+if [[ -f "$OUT/eval/config.yaml" && ! -f "$OUT/eval/scores.pt" ]]; then  # killed part-way: go on
+  if [[ ${#METHODS[@]} -gt 0 || ${#REUSE[@]} -gt 0 ]]; then
+    echo "error: $OUT/eval is an unfinished evaluation; run without --methods and --reuse to resume it," \
+         "or remove it to start another" >&2
+    exit 2
+  fi
+  echo "resuming the unfinished evaluation $OUT/eval from the chunks of episodes it saved"
+  timed "evaluate (resumed)" python -m fewshot.evaluate "resume=$OUT/eval" quiet=true
+else
+  if [[ -d "$OUT/eval" ]]; then
+    rm -rf "$OUT/eval.prev"
+    mv "$OUT/eval" "$OUT/eval.prev"
+  fi
+  list=$(IFS=,; echo "${methods[*]}")
+  reuse=$(IFS=,; echo "${REUSE[*]}")
+  timed evaluate python -m fewshot.evaluate --config "$EXP/evaluate.yaml" \
+    "data.root=$DATA/images_background_small2.zip" "data.split.manifest=$OUT/small2_novel.json" \
+    "methods=[$list]" "reuse=[$reuse]" "out_dir=$OUT" quiet=true "${EVAL_EXTRA[@]}"
 fi
-list=$(IFS=,; echo "${methods[*]}")
-reuse=$(IFS=,; echo "${REUSE[*]}")
-timed evaluate python -m fewshot.evaluate --config "$EXP/evaluate.yaml" \
-  "data.root=$DATA/images_background_small2.zip" "data.split.manifest=$OUT/small2_novel.json" \
-  "methods=[$list]" "reuse=[$reuse]" "out_dir=$OUT" quiet=true "${EVAL_EXTRA[@]}"
 if [[ $QUICK == 0 ]]; then
   mkdir -p "$EXP/results"
   cp "$OUT/eval/report.md" "$OUT/eval/report.json" "$OUT/eval/accuracy.png" "$OUT/timings.tsv" "$EXP/results/"
