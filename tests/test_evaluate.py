@@ -453,6 +453,10 @@ def test_a_killed_evaluation_resumes_in_its_own_directory(runs, tmp_path, monkey
     with pytest.raises(Killed):
         _evaluate(tmp_path, *two, "name=a")
     assert not (tmp_path / "a" / "scores.pt").exists() and (tmp_path / "a" / "partial").is_dir()
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # its scores are not there to take yet
+        _evaluate(tmp_path, *two, "name=c", f"reuse=[{tmp_path}/a]")
+    assert "unfinished evaluation; finish it first with" in capsys.readouterr().err
     main([f"resume={tmp_path}/a", "quiet=true"])
     assert len(calls) == 6 + 3  # the three chunks not saved
     assert not (tmp_path / "a" / "partial").exists()

@@ -86,6 +86,11 @@ def load_reused(
         d = Path(name)
         needed = [d / f for f in ("config.yaml", "split.json", "methods.json", "scores.pt")]
         missing = [p.name for p in needed if not p.is_file()]
+        if missing == ["scores.pt"] and (d / "partial").is_dir():
+            raise ReuseError(
+                f"reuse={name}: it is an unfinished evaluation; finish it first with "
+                f"python -m fewshot.evaluate resume={name}"
+            )
         if missing:
             raise ReuseError(
                 f"reuse={name}: {', '.join(missing)} not found; give the output directory of an "
