@@ -316,19 +316,22 @@ def _compose(
     return _merge(cfg, OmegaConf.from_dotlist(dotlist), schema, "the command line")
 
 
+def _saved_config(run_dir: str | Path, schema_type: type, what: str) -> tuple[DictConfig, DictConfig]:
+    """The ``config.yaml`` that ``run_dir`` saved, over ``schema_type``'s defaults, and that schema."""
+    saved = Path(run_dir) / "config.yaml"
+    if not saved.is_file():
+        raise ConfigError(f"cannot resume {str(run_dir)!r}: it has no config.yaml (not {what}?)")
+    schema = OmegaConf.structured(schema_type)
+    OmegaConf.set_struct(schema, True)
+    return _merge(schema, OmegaConf.load(saved), schema, str(saved)), schema
+
+
 def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     """The saved configuration of a run, with explicit ``key=value`` overrides on top.
 
     Resuming continues the run as it was configured (``train.steps=...`` may extend it).
     """
-    saved = Path(run_dir) / "config.yaml"
-    if not saved.is_file():
-        raise ConfigError(
-            f"cannot resume {str(run_dir)!r}: it has no config.yaml (not a fewshot run directory?)"
-        )
-    schema = OmegaConf.structured(Config)
-    OmegaConf.set_struct(schema, True)
-    cfg = _merge(schema, OmegaConf.load(saved), schema, str(saved))
+    cfg, schema = _saved_config(run_dir, Config, "a fewshot run directory")
     cfg = _merge(cfg, OmegaConf.from_dotlist(list(overrides)), schema, "the command line")
     cfg.train.resume = str(run_dir)
     _check(cfg)
@@ -345,12 +348,7 @@ def resume_eval_config(run_dir: str | Path, overrides: list[str] | tuple[str, ..
     Only :data:`RESUME_OVERRIDES` may be given: any other change would make the chunks of
     episodes it has saved (:mod:`fewshot.evaluation.partial`) scores of another evaluation.
     """
-    saved = Path(run_dir) / "config.yaml"
-    if not saved.is_file():
-        raise ConfigError(
-            f"cannot resume {str(run_dir)!r}: it has no config.yaml "
-            "(not an output directory of fewshot.evaluate?)"
-        )
+    cfg, schema = _saved_config(run_dir, EvalConfig, "an output directory of fewshot.evaluate")
     changed = [o for o in overrides if o.partition("=")[0] not in RESUME_OVERRIDES]
     if changed:
         raise ConfigError(
@@ -358,9 +356,6 @@ def resume_eval_config(run_dir: str | Path, overrides: list[str] | tuple[str, ..
             f"{', '.join(changed)} cannot be given with it (only {', '.join(RESUME_OVERRIDES)} can); "
             "start a new evaluation instead"
         )
-    schema = OmegaConf.structured(EvalConfig)
-    OmegaConf.set_struct(schema, True)
-    cfg = _merge(schema, OmegaConf.load(saved), schema, str(saved))
     cfg = _merge(cfg, OmegaConf.from_dotlist(list(overrides)), schema, "the command line")
     cfg.resume = str(run_dir)
     _check_eval(cfg)
