@@ -457,6 +457,22 @@ def test_a_killed_evaluation_resumes_in_its_own_directory(runs, tmp_path, monkey
     with pytest.raises(SystemExit):  # its scores are not there to take yet
         _evaluate(tmp_path, *two, "name=c", f"reuse=[{tmp_path}/a]")
     assert "unfinished evaluation; finish it first with" in capsys.readouterr().err
+    records = tmp_path / "a" / "methods.json"
+    kept, partial_file = records.read_text(), tmp_path / "a" / "partial" / "rank0.pt"
+    saved_chunks = partial_file.read_bytes()
+    other_checkpoint = kept.replace('"sha256": "', '"sha256": "0')
+    for broken, text, args, message in (
+        (None, None, ["--config", str(records)], "--config cannot be given with resume="),
+        (records, other_checkpoint, [], "a method's checkpoint has changed since it started"),
+        (partial_file, "not torch", [], "rank0.pt (UnpicklingError); remove it"),
+    ):
+        if broken is not None:
+            broken.write_text(text)
+        with pytest.raises(SystemExit):
+            main([f"resume={tmp_path}/a", *args])
+        assert message in capsys.readouterr().err, message
+        records.write_text(kept)
+        partial_file.write_bytes(saved_chunks)
     main([f"resume={tmp_path}/a", "quiet=true"])
     assert len(calls) == 6 + 3  # the three chunks not saved
     assert not (tmp_path / "a" / "partial").exists()

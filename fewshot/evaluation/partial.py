@@ -40,7 +40,14 @@ class PartialScores:
         self.state: dict[str, dict[str, dict]] = {}  # setting -> label -> {"chunks": {...}, "seconds": s}
         self.saved_at = time.monotonic()
         for file in sorted(self.folder.glob("rank*.pt")):
-            for key, by_label in torch.load(file, weights_only=True).items():
+            try:
+                loaded = torch.load(file, weights_only=True)
+            except Exception as err:
+                raise ValueError(
+                    f"cannot read {file} ({type(err).__name__}); remove it, and the chunks it held "
+                    "are scored again"
+                ) from None
+            for key, by_label in loaded.items():
                 for label, entry in by_label.items():
                     mine = self.state.setdefault(key, {}).setdefault(label, {"chunks": {}, "seconds": 0.0})
                     mine["chunks"].update(entry["chunks"])
