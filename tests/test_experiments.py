@@ -1,6 +1,7 @@
 """The Omniglot study's quick mode runs end to end on the real data (skipped without it)."""
 
 import csv
+import gzip
 import json
 import os
 import subprocess
@@ -8,6 +9,8 @@ import sys
 from pathlib import Path
 
 import torch
+
+from fewshot.stats import mean_ci, paired_difference
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "experiments" / "omniglot"
@@ -91,3 +94,39 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     for key in report["settings"]:
         assert again["reused"][key] == {m: str(tmp_path / "eval.prev") for m in again["methods"]}
         assert again["results"][key]["scratch"]["accuracy"] == report["results"][key]["scratch"]["accuracy"]
+
+
+def _evaluation(
+    folder: Path, method: str, accuracies: dict[int, float], seed: int = 0, gz: bool = False
+) -> None:
+    """An evaluation folder as the study commits it: per-episode rows and report.json."""
+    folder.mkdir()
+    rows = "method,setting,n_way,k_shot,episode,accuracy\n"
+    rows += "".join(f"{method},5w1s,5,1,{i},{acc}\n" for i, acc in accuracies.items())
+    if gz:
+        with gzip.open(folder / "results.csv.gz", "wt") as f:
+            f.write(rows)
+    else:
+        (folder / "results.csv").write_text(rows)
+    (folder / "report.json").write_text(
+        json.dumps({"seed": seed, "q_query": 15, "episodes": len(accuracies)})
+    )
+
+
+def test_pair_results_pairs_the_same_episodes_of_two_evaluations(tmp_path):
+    _evaluation(tmp_path / "a", "remade", {0: 0.5, 1: 0.6, 2: 0.7, 3: 0.8})
+    _evaluation(tmp_path / "b", "committed", {3: 0.8, 1: 0.6, 0: 0.4, 2: 0.5}, gz=True)  # rows in any order
+    pair = [sys.executable, str(STUDY / "pair_results.py"), "--a", str(tmp_path / "a"), "remade"]
+    out = subprocess.run(
+        pair + ["--b", str(tmp_path / "b"), "committed"], check=True, capture_output=True, text=True
+    ).stdout.splitlines()
+    d = paired_difference([0.5, 0.6, 0.7, 0.8], [0.4, 0.6, 0.5, 0.8])
+    assert out[-1].startswith(
+        f"| 5w1s | 65.00 +- {100 * mean_ci([0.5, 0.6, 0.7, 0.8]).half_width:.2f} | 57.50 +- "
+    )
+    assert out[-1].endswith(f"| +7.50 +- {100 * d.half_width:.2f} | {d.p_value:.2g} |")
+    _evaluation(tmp_path / "c", "committed", {0: 0.4, 1: 0.6, 2: 0.5, 3: 0.8}, seed=1)
+    other = subprocess.run(pair + ["--b", str(tmp_path / "c"), "committed"], capture_output=True, text=True)
+    assert other.returncode != 0 and "scored different episodes" in other.stderr
+    missing = subprocess.run(pair + ["--b", str(tmp_path / "b"), "nope"], capture_output=True, text=True)
+    assert missing.returncode != 0 and "no rows of method 'nope'" in missing.stderr

@@ -1,0 +1,84 @@
+"""Paired differences between methods scored in two different evaluations of the same episodes.
+
+``reuse=`` pairs methods across evaluations when their directories (with ``scores.pt``) are
+still there. The committed results keep only the per-episode ``results.csv.gz`` and
+``report.json``, and a remade checkpoint (another machine, another CPU) has other bytes, so
+``reuse`` rightly refuses it. Episode i of a setting is still a pure function of the seed and
+i, so two evaluations with the same seed, queries and data score the same episodes, and this
+pairs their per-episode accuracies directly. It checks seed, queries per class and episode
+count in both ``report.json`` files; the data and class split are the caller's to keep equal
+(every evaluation of this study uses ``evaluate.yaml``'s).
+
+    python experiments/omniglot/pair_results.py \
+        --a runs/omniglot/eval-remade linear-probe --b experiments/omniglot/results linear-probe
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import json
+from pathlib import Path
+
+from fewshot.stats import mean_ci, paired_difference
+
+PROTOCOL = ("seed", "q_query", "episodes")
+
+
+def per_episode(folder: Path, method: str) -> dict[str, list[float]]:
+    """Accuracy per episode of ``method``, by setting, from ``folder``'s results CSV."""
+    path = folder / "results.csv"
+    if not path.is_file():
+        path = folder / "results.csv.gz"
+    if not path.is_file():
+        raise SystemExit(f"error: {folder} has no results.csv or results.csv.gz; give an evaluation's folder")
+    with gzip.open(path, "rt") if path.suffix == ".gz" else path.open() as f:
+        rows = [row for row in csv.DictReader(f) if row["method"] == method]
+    if not rows:
+        raise SystemExit(f"error: {path} has no rows of method {method!r}")
+    scores: dict[str, dict[int, float]] = {}
+    for row in rows:
+        scores.setdefault(row["setting"], {})[int(row["episode"])] = float(row["accuracy"])
+    return {setting: [by_episode[i] for i in sorted(by_episode)] for setting, by_episode in scores.items()}
+
+
+def protocol(folder: Path) -> dict[str, object]:
+    """The keys of ``folder``'s ``report.json`` that decide which episodes were scored."""
+    path = folder / "report.json"
+    if not path.is_file():
+        raise SystemExit(f"error: {path} not found; give an evaluation's folder")
+    report = json.loads(path.read_text())
+    return {key: report[key] for key in PROTOCOL}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--a", nargs=2, metavar=("FOLDER", "METHOD"), required=True)
+    parser.add_argument("--b", nargs=2, metavar=("FOLDER", "METHOD"), required=True)
+    args = parser.parse_args()
+    (folder_a, method_a), (folder_b, method_b) = args.a, args.b
+    pa, pb = protocol(Path(folder_a)), protocol(Path(folder_b))
+    if pa != pb:
+        raise SystemExit(f"error: the evaluations scored different episodes: {pa} against {pb}")
+    a, b = per_episode(Path(folder_a), method_a), per_episode(Path(folder_b), method_b)
+    common = [setting for setting in a if setting in b]
+    if not common:
+        raise SystemExit(f"error: no setting in common ({sorted(a)} against {sorted(b)})")
+    print(f"{method_a} ({folder_a}) against {method_b} ({folder_b}), accuracy (%), 95% CI")
+    print("| setting | a | b | a - b (paired) | p |")
+    print("|---|---|---|---|---|")
+    for setting in common:
+        if len(a[setting]) != len(b[setting]):
+            raise SystemExit(f"error: {setting}: {len(a[setting])} episodes against {len(b[setting])}")
+        ma, mb = mean_ci(a[setting]), mean_ci(b[setting])
+        d = paired_difference(a[setting], b[setting])
+        print(
+            f"| {setting} | {100 * ma.mean:.2f} +- {100 * ma.half_width:.2f} "
+            f"| {100 * mb.mean:.2f} +- {100 * mb.half_width:.2f} "
+            f"| {100 * d.mean:+.2f} +- {100 * d.half_width:.2f} | {d.p_value:.2g} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
