@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from fewshot.evaluation.report import p_text
 from fewshot.stats import mean_ci, paired_difference
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,7 +125,7 @@ def test_pair_results_pairs_the_same_episodes_of_two_evaluations(tmp_path):
     assert out[-1].startswith(
         f"| 5w1s | 65.00 +- {100 * mean_ci([0.5, 0.6, 0.7, 0.8]).half_width:.2f} | 57.50 +- "
     )
-    assert out[-1].endswith(f"| +7.50 +- {100 * d.half_width:.2f} | {d.p_value:.2g} |")
+    assert out[-1].endswith(f"| +7.50 +- {100 * d.half_width:.2f} | {p_text(d.p_value)} |")
     _evaluation(tmp_path / "c", "committed", {0: 0.4, 1: 0.6, 2: 0.5, 3: 0.8}, seed=1)
     other = subprocess.run(pair + ["--b", str(tmp_path / "c"), "committed"], capture_output=True, text=True)
     assert other.returncode != 0 and "scored different episodes" in other.stderr

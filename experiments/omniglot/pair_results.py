@@ -21,6 +21,7 @@ import gzip
 import json
 from pathlib import Path
 
+from fewshot.evaluation.report import p_text
 from fewshot.stats import mean_ci, paired_difference
 
 PROTOCOL = ("seed", "q_query", "episodes")
@@ -66,7 +67,7 @@ def main() -> None:
     if not common:
         raise SystemExit(f"error: no setting in common ({sorted(a)} against {sorted(b)})")
     print(f"{method_a} ({folder_a}) against {method_b} ({folder_b}), accuracy (%), 95% CI")
-    print("| setting | a | b | a - b (paired) | p |")
+    print("| setting | a | b | a - b (paired) | two-sided t-test |")
     print("|---|---|---|---|---|")
     for setting in common:
         if len(a[setting]) != len(b[setting]):
@@ -76,7 +77,7 @@ def main() -> None:
         print(
             f"| {setting} | {100 * ma.mean:.2f} +- {100 * ma.half_width:.2f} "
             f"| {100 * mb.mean:.2f} +- {100 * mb.half_width:.2f} "
-            f"| {100 * d.mean:+.2f} +- {100 * d.half_width:.2f} | {d.p_value:.2g} |"
+            f"| {100 * d.mean:+.2f} +- {100 * d.half_width:.2f} | {p_text(d.p_value)} |"
         )
 
 

@@ -30,6 +30,11 @@ def _pct(x: float) -> float:
     return round(100 * x, 4) if math.isfinite(x) else x
 
 
+def p_text(p_value: float) -> str:
+    """A p-value as the tables print it (``p < 0.001`` below that, three decimals above)."""
+    return "p < 0.001" if p_value < 0.001 else f"p = {p_value:.3f}"
+
+
 def to_json(c: Comparison) -> dict[str, Any]:
     """Everything the tables show, as numbers (percentages for metrics and differences)."""
     results: dict[str, Any] = {}
@@ -88,8 +93,7 @@ def markdown(c: Comparison) -> str:
             d = c.paired(m, s)
             if d is None:
                 return "baseline"
-            p = "p < 0.001" if d.p_value < 0.001 else f"p = {d.p_value:.3f}"
-            return f"{100 * d.mean:+.2f} +- {100 * d.half_width:.2f} ({p}, {c.verdict(m, s)})"
+            return f"{100 * d.mean:+.2f} +- {100 * d.half_width:.2f} ({p_text(d.p_value)}, {c.verdict(m, s)})"
 
         lines += [
             "",
