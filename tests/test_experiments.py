@@ -131,3 +131,9 @@ def test_pair_results_pairs_the_same_episodes_of_two_evaluations(tmp_path):
     assert other.returncode != 0 and "scored different episodes" in other.stderr
     missing = subprocess.run(pair + ["--b", str(tmp_path / "b"), "nope"], capture_output=True, text=True)
     assert missing.returncode != 0 and "no rows of method 'nope'" in missing.stderr
+    (tmp_path / "c" / "report.json").write_text("{}")  # not a report
+    broken = subprocess.run(pair + ["--b", str(tmp_path / "c"), "committed"], capture_output=True, text=True)
+    assert broken.returncode != 0 and "is not an evaluation's report.json" in broken.stderr
+    (tmp_path / "a" / "results.csv").write_text("method,episode\nremade,0\n")  # no setting column
+    bad = subprocess.run(pair + ["--b", str(tmp_path / "b"), "committed"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "cannot read" in bad.stderr and "columns method, setting" in bad.stderr

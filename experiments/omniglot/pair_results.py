@@ -34,13 +34,19 @@ def per_episode(folder: Path, method: str) -> dict[str, list[float]]:
         path = folder / "results.csv.gz"
     if not path.is_file():
         raise SystemExit(f"error: {folder} has no results.csv or results.csv.gz; give an evaluation's folder")
-    with gzip.open(path, "rt") if path.suffix == ".gz" else path.open() as f:
-        rows = [row for row in csv.DictReader(f) if row["method"] == method]
-    if not rows:
-        raise SystemExit(f"error: {path} has no rows of method {method!r}")
     scores: dict[str, dict[int, float]] = {}
-    for row in rows:
-        scores.setdefault(row["setting"], {})[int(row["episode"])] = float(row["accuracy"])
+    try:
+        with gzip.open(path, "rt") if path.suffix == ".gz" else path.open() as f:
+            for row in csv.DictReader(f):
+                if row["method"] == method:
+                    scores.setdefault(row["setting"], {})[int(row["episode"])] = float(row["accuracy"])
+    except (OSError, KeyError, ValueError) as err:
+        raise SystemExit(
+            f"error: cannot read {path} ({type(err).__name__}: {err}); it must be an evaluation's "
+            "per-episode results (columns method, setting, episode, accuracy)"
+        ) from None
+    if not scores:
+        raise SystemExit(f"error: {path} has no rows of method {method!r}")
     return {setting: [by_episode[i] for i in sorted(by_episode)] for setting, by_episode in scores.items()}
 
 
@@ -49,8 +55,14 @@ def protocol(folder: Path) -> dict[str, object]:
     path = folder / "report.json"
     if not path.is_file():
         raise SystemExit(f"error: {path} not found; give an evaluation's folder")
-    report = json.loads(path.read_text())
-    return {key: report[key] for key in PROTOCOL}
+    try:
+        report = json.loads(path.read_text())
+        return {key: report[key] for key in PROTOCOL}
+    except (ValueError, KeyError, TypeError) as err:
+        raise SystemExit(
+            f"error: {path} is not an evaluation's report.json ({type(err).__name__}: {err}); "
+            f"it must hold {', '.join(PROTOCOL)}"
+        ) from None
 
 
 def main() -> None:
