@@ -145,7 +145,8 @@ def main(argv: list[str] | None = None) -> None:
         + "one of "
         + ", ".join(KINDS)
         + "; a checkpoint is a .pt file or a run directory; @inner.test_steps=N or @inner.test_lr=X "
-        + "changes how a run adapts.",
+        + "changes how a run adapts; @finetune.lr=X, @finetune.backbone_lr=X or @finetune.epochs=N "
+        + "one fine-tuning baseline's schedule.",
         epilog="example: python -m fewshot.evaluate methods=[maml:runs/maml,finetune:runs/pretrain,scratch] "
         "settings=[5w1s,5w5s] episodes=600; continue a killed one: "
         "python -m fewshot.evaluate resume=eval/evaluate",

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from fewshot import MAML, EpisodeSampler, FineTune, Learner, ProtoNet, Setting, SimpleShot, compare
+from fewshot.config import FineTuneConfig
 from fewshot.data import make_split
 from fewshot.evaluate import main
 from fewshot.evaluation import (
@@ -266,7 +267,13 @@ def test_report_files_are_complete_and_parseable(small_synthetic, tmp_path):
         ("scratch:runs/x", "takes no checkpoint"),
         ("finetune-freeze0:runs/x", "at least one block"),
         ("protonet:runs/x@inner.test_steps=3", "only runs that adapt by gradient steps"),
-        ("finetune:runs/x@inner.test_lr=0.1", "the fine-tuning baselines take finetune.<key>"),
+        (
+            "finetune:runs/x@inner.test_lr=0.1",
+            "key one of finetune.lr, finetune.backbone_lr, finetune.epochs",
+        ),
+        ("simpleshot:runs/x@finetune.lr=0.1", "only runs that adapt by gradient steps"),
+        ("scratch@finetune.lr=0.1", "scratch takes finetune.<key>=... for the evaluation"),
+        ("finetune-full:runs/x@finetune.epochs=0", "finetune.epochs must be a positive int"),
         ("maml:runs/x@inner.steps=3", "key one of inner.test_steps, inner.test_lr"),
         ("maml:runs/x@inner.test_steps=2.5", "inner.test_steps must be a positive int, not '2.5'"),
         ("reptile:runs/x@inner.test_lr=-1", "inner.test_lr must be a positive float"),
@@ -418,6 +425,18 @@ def test_reuse_takes_earlier_scores_of_the_same_methods_only(runs, tmp_path, cap
     with pytest.raises(SystemExit):
         _evaluate(tmp_path, three, "name=e", "finetune.lr=0.5", f"reuse=[{tmp_path}/a]")
     assert "its finetune differs from this evaluation's" in capsys.readouterr().err
+
+
+def test_a_spec_changes_one_fine_tuning_baseline_and_leaves_the_rest_to_the_evaluation(runs, tmp_path):
+    ctx = BuildContext(1, 28, "conv4", OmegaConf.structured(FineTuneConfig), seed=0)
+    plain = build_method(parse_method(f"finetune-full:{runs}/pretrain"), ctx)
+    spec = parse_method(f"finetune-freeze2:{runs}/pretrain@finetune.backbone_lr=0.0001@finetune.epochs=3")
+    assert spec.adapt == (("finetune.backbone_lr", 0.0001), ("finetune.epochs", 3))
+    changed = build_method(spec, ctx)
+    assert (plain.backbone_lr, plain.epochs, plain.lr) == (0.001, 100, 0.01)
+    assert (changed.backbone_lr, changed.epochs, changed.lr, changed.freeze_blocks) == (0.0001, 3, 0.01, 2)
+    _evaluate(tmp_path, f"methods=[ft=finetune-full:{runs}/pretrain@finetune.epochs=2]", "name=a")
+    assert json.loads((tmp_path / "a" / "methods.json").read_text())["ft"]["adapt"] == {"finetune.epochs": 2}
 
 
 def test_a_spec_changes_how_a_run_adapts_and_is_not_reused_for_the_run_as_trained(runs, tmp_path):

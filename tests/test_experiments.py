@@ -29,7 +29,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     )
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 22
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 23
     assert {
         "maml-10steps",
         "maml-pretrained-10steps",
@@ -37,6 +37,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "protomaml-pretrained",
         "protomaml-protonet",
         "maml20-pretrained-10steps",
+        "full-finetune-lr0.0001",
     } <= set(report["methods"])
     for key in report["settings"]:
         assert set(report["results"][key]) == set(report["methods"])

@@ -13,8 +13,11 @@ linear probe, a partially or fully fine-tuned network, and a nearest-centroid cl
 A checkpoint is a ``.pt`` file or a run directory (its ``best.pt``, else ``last.pt``), and
 is read with ``weights_only=True``. A run's test-time adaptation can be changed without
 retraining: ``maml10=maml:runs/maml@inner.test_steps=10`` adapts with 10 steps instead of the
-run's own ``inner.test_steps`` (keys: ``inner.test_steps``, ``inner.test_lr``). Everything is
-checked before any episode runs.
+run's own ``inner.test_steps`` (keys: ``inner.test_steps``, ``inner.test_lr``). A fine-tuning
+baseline's schedule can be changed the same way, for that method alone:
+``ft=finetune-full:runs/pretrain@finetune.backbone_lr=0.0001`` (keys: ``finetune.lr``,
+``finetune.backbone_lr``, ``finetune.epochs``; the evaluation's ``finetune`` group sets the
+rest). Everything is checked before any episode runs.
 """
 
 from __future__ import annotations
@@ -46,6 +49,11 @@ BACKBONE_KINDS = ("finetune", "finetune-linear", "finetune-full", "finetune-free
 KINDS = (*RUN_KINDS, *BACKBONE_KINDS, "scratch")
 STEPPED_KINDS = tuple(k for k in RUN_KINDS if k != "protonet")  # runs whose adaptation has steps
 ADAPT_KEYS = {"inner.test_steps": int, "inner.test_lr": float}  # what ``@key=value`` may change
+FINETUNE_KEYS = {
+    "finetune.lr": float,
+    "finetune.backbone_lr": float,
+    "finetune.epochs": int,
+}  # the same, fine-tuning
 
 
 class MethodError(ValueError):
@@ -106,25 +114,27 @@ def parse_method(text: str) -> MethodSpec:
 
 
 def _parse_adapt(text: str, kind: str, change: str) -> tuple[str, int | float]:
-    """One ``key=value`` of a spec's ``@`` part: a change to a run's test-time adaptation."""
-    if kind not in STEPPED_KINDS:
+    """One ``key=value`` of a spec's ``@`` part: a change to a run's test-time adaptation, or to
+    a fine-tuning baseline's schedule."""
+    if kind in STEPPED_KINDS:
+        keys = ADAPT_KEYS
+    elif kind.startswith("finetune"):
+        keys = FINETUNE_KEYS
+    else:
         raise MethodError(
-            f"method {text!r}: only runs that adapt by gradient steps ({', '.join(STEPPED_KINDS)}) take "
-            "@key=value changes; the fine-tuning baselines take finetune.<key>=... for the evaluation"
+            f"method {text!r}: only runs that adapt by gradient steps ({', '.join(STEPPED_KINDS)}) and "
+            "the fine-tuning baselines take @key=value changes; scratch takes finetune.<key>=... for "
+            "the evaluation"
         )
     key, sep, value = change.partition("=")
-    if not sep or key not in ADAPT_KEYS:
-        raise MethodError(
-            f"method {text!r}: {change!r} is not key=value with key one of {', '.join(ADAPT_KEYS)}"
-        )
+    if not sep or key not in keys:
+        raise MethodError(f"method {text!r}: {change!r} is not key=value with key one of {', '.join(keys)}")
     try:
-        number = ADAPT_KEYS[key](value)
+        number = keys[key](value)
     except ValueError:
         number = 0
     if number <= 0:
-        raise MethodError(
-            f"method {text!r}: {key} must be a positive {ADAPT_KEYS[key].__name__}, not {value!r}"
-        )
+        raise MethodError(f"method {text!r}: {key} must be a positive {keys[key].__name__}, not {value!r}")
     return key, number
 
 
@@ -182,19 +192,20 @@ def build_method(spec: MethodSpec, ctx: BuildContext) -> Learner:
         except ValueError as err:
             raise MethodError(f"method {spec.label!r}: {err}") from None
         backbone.to(ctx.device)
+        schedule = {key.removeprefix("finetune."): value for key, value in spec.adapt}
         if spec.kind == "simpleshot":
             learner = SimpleShot(backbone, _mean_feature(backbone, ctx.base, ctx.device))
         elif spec.kind == "finetune-full":
-            learner = _finetune(backbone, ctx, mode="full")
+            learner = _finetune(backbone, ctx, mode="full", **schedule)
         elif spec.freeze_blocks:
             n_blocks = len(backbone.blocks)
             if spec.freeze_blocks > n_blocks:
                 raise MethodError(
                     f"method {spec.label!r}: {name} has {n_blocks} blocks; freeze 1 to {n_blocks} of them"
                 )
-            learner = _finetune(backbone, ctx, mode="partial", freeze_blocks=spec.freeze_blocks)
+            learner = _finetune(backbone, ctx, mode="partial", freeze_blocks=spec.freeze_blocks, **schedule)
         else:
-            learner = _finetune(backbone, ctx, mode="linear")
+            learner = _finetune(backbone, ctx, mode="linear", **schedule)
     return learner.to(ctx.device).eval()
 
 
