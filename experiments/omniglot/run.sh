@@ -112,7 +112,7 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
   [[ -n $steps ]] && candidates+=("$run-${steps}steps=$kind:$OUT/$run@inner.test_steps=$steps")
 done
 if [[ -f "$OUT/pretrain/best.pt" ]]; then
-  # full fine-tuning at Chen et al.'s backbone lr (0.001) and at the one chosen on the validation
+  # full fine-tuning at the default backbone lr (0.001) and at the one chosen on the validation
   # characters (0.0001, 20-way 5-shot; README), where no episode collapses to chance
   candidates+=("linear-probe=finetune:$OUT/pretrain" "last-block=finetune-freeze3:$OUT/pretrain"
                "full-finetune=finetune-full:$OUT/pretrain"
