@@ -94,6 +94,8 @@ def load_splits(
             raise ConfigError(f"the split needs a {name!r} part; data.split.sizes has {list(splits)}")
     if data.rotations and "base" in splits:
         splits["base"] = splits["base"].with_rotations()
+    if data.reflections and "base" in splits:
+        splits["base"] = splits["base"].with_reflections()
     return splits, manifest
 
 

@@ -20,6 +20,20 @@ def test_rotations_make_distinct_classes(small_synthetic):
         base.with_rotations((0, 45))
 
 
+def test_reflections_make_distinct_classes(small_synthetic):
+    base = small_synthetic.subset(range(10))
+    both = base.with_rotations().with_reflections()  # the eight symmetries of the square
+    assert both.num_classes == 80 and len(both.images) == 8 * len(base.images)
+    assert len(set(both.class_names)) == 80
+    assert both.class_names[40] == base.class_names[0] + "@flip"
+    assert both.class_names[50] == base.class_names[0] + "@rot90@flip"
+    assert both.groups[50] == base.groups[0]
+    assert torch.equal(both.class_images(40), torch.flip(base.class_images(0), (3,)))
+    for c in range(10):  # a mirrored character is neither its original nor any rotation of it
+        mirrored = both.class_images(c + 40)
+        assert not any(torch.equal(mirrored, both.class_images(c + 10 * r)) for r in range(4))
+
+
 def test_subset_by_name_and_index(small_synthetic):
     sub = small_synthetic.subset([small_synthetic.class_names[5], 2])
     assert sub.class_names == (small_synthetic.class_names[5], small_synthetic.class_names[2])

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fewshot.config import ConfigError, load_config
-from fewshot.train import TrainingError, load_checkpoint, main, save_checkpoint, train
+from fewshot.train import TrainingError, load_checkpoint, load_splits, main, save_checkpoint, train
 
 TINY = [
     "data.num_classes=200",
@@ -56,6 +56,15 @@ def test_overrides_and_groups_resolve():
     assert cfg.task.n_way == 20 and cfg.inner.steps == 5 and cfg.model.backbone == "conv4"
     assert load_config("maml", ["model=resnet12"]).model.backbone == "resnet12"
     assert load_config("reptile").optim.name == "sgd"
+
+
+def test_rotations_and_reflections_multiply_only_the_base_classes():
+    plain, _ = load_splits(load_config("protonet", ["data.num_classes=200"]).data)
+    cfg = load_config("protonet", ["data.num_classes=200", "data.rotations=true", "data.reflections=true"])
+    both, _ = load_splits(cfg.data)
+    assert both["base"].num_classes == 8 * plain["base"].num_classes
+    assert both["base"].class_names[-1] == plain["base"].class_names[-1] + "@rot270@flip"
+    assert both["val"].class_names == plain["val"].class_names
 
 
 @pytest.mark.parametrize(

@@ -138,6 +138,18 @@ class ImageSet:
                 groups.append(self.groups[c])
         return ImageSet.from_classes(per_class, names, groups)
 
+    def with_reflections(self) -> ImageSet:
+        """Each class twice, as drawn and mirrored left to right, the mirror image a class of its own.
+
+        Like :meth:`with_rotations`, this multiplies the classes of a handwriting set (a mirrored
+        character is another character); applied after it, the eight symmetries of the square
+        each make a class. Mirrored classes are named ``"<name>@flip"`` and keep their group.
+        """
+        per_class = [self.class_images(c) for c in range(self.num_classes)]
+        per_class += [torch.flip(images, dims=(3,)) for images in per_class]
+        names = list(self.class_names) + [f"{name}@flip" for name in self.class_names]
+        return ImageSet.from_classes(per_class, names, list(self.groups) * 2)
+
     def __repr__(self) -> str:
         c, h, w = self.image_shape
         return (
