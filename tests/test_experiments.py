@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 from fewshot.evaluation.report import p_text
 from fewshot.stats import mean_ci, paired_difference
@@ -29,7 +30,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     )
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 23
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 29
     assert {
         "maml-10steps",
         "maml-pretrained-10steps",
@@ -38,7 +39,16 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "protomaml-protonet",
         "maml20-pretrained-10steps",
         "full-finetune-lr0.0001",
+        "protonet-flip",
+        "protomaml-protonet-flip",
+        "simpleshot-flip",
+        "maml-pretrained-flip-10steps",
     } <= set(report["methods"])
+    # the -flip runs train on 8 classes per character (rotations and mirror images), the others on 4
+    for run in ("pretrain", "protonet", "protomaml-protonet", "maml-pretrained"):
+        assert OmegaConf.load(tmp_path / f"{run}-flip" / "config.yaml").data.reflections is True
+    for run in ("pretrain", "protonet", "maml-pretrained"):
+        assert OmegaConf.load(tmp_path / run / "config.yaml").data.reflections is False
     for key in report["settings"]:
         assert set(report["results"][key]) == set(report["methods"])
     for manifest in ("small1_split.json", "small2_novel.json"):  # the committed manifests are reproduced

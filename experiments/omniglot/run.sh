@@ -96,15 +96,26 @@ train protomaml-protonet fomaml protomaml "model.pretrained=$OUT/protonet/best.p
 train maml20-pretrained maml maml20 "$PRE"
 train reptile reptile reptile
 train reptile-pretrained reptile reptile "$PRE"
+# Mirror images as classes of their own too (data.reflections; session 19): 928 base classes
+# instead of 464. protomaml-protonet-flip is protomaml-protonet from protonet-flip, and
+# maml-pretrained-flip is maml-pretrained from pretrain-flip.
+train pretrain-flip pretrain pretrain data.reflections=true
+train protonet-flip protonet protonet data.reflections=true
+train protomaml-protonet-flip fomaml protomaml "model.pretrained=$OUT/protonet-flip/best.pt" optim.lr=0.0001 \
+  data.reflections=true
+train maml-pretrained-flip maml maml "model.pretrained=$OUT/pretrain-flip/best.pt" data.reflections=true
 [[ $TRAIN_ONLY == 1 ]] && { echo "training done: $OUT"; exit 0; }
 
 # Test steps chosen on the validation characters (test_steps_on_val.py; README): these runs are
 # scored as trained and, as <run>-<N>steps, with N test steps.
-declare -A TEST_STEPS=([maml]=10 [maml-pretrained]=10 [maml20-pretrained]=10 [fomaml-pretrained]=10 [fomaml]=10 [reptile]=30)
-declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml20-pretrained]=maml)  # the learner of runs not named after theirs
+declare -A TEST_STEPS=([maml]=10 [maml-pretrained]=10 [maml-pretrained-flip]=10 [maml20-pretrained]=10 [fomaml-pretrained]=10 [fomaml]=10 [reptile]=30)
+declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml20-pretrained]=maml
+                 [protonet-flip]=protonet [protomaml-protonet-flip]=fomaml
+                 [maml-pretrained-flip]=maml)  # the learner of runs not named after theirs
 candidates=()
 for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained protomaml-pretrained protomaml-protonet \
-           reptile reptile-pretrained protonet protonet-pretrained; do
+           reptile reptile-pretrained protonet protonet-pretrained protonet-flip protomaml-protonet-flip \
+           maml-pretrained-flip; do
   [[ -f "$OUT/$run/best.pt" ]] || continue
   kind=${KIND[$run]:-${run%-pretrained}}
   candidates+=("$run=$kind:$OUT/$run")
@@ -118,6 +129,9 @@ if [[ -f "$OUT/pretrain/best.pt" ]]; then
                "full-finetune=finetune-full:$OUT/pretrain"
                "full-finetune-lr0.0001=finetune-full:$OUT/pretrain@finetune.backbone_lr=0.0001"
                "simpleshot=simpleshot:$OUT/pretrain")
+fi
+if [[ -f "$OUT/pretrain-flip/best.pt" ]]; then
+  candidates+=("linear-probe-flip=finetune:$OUT/pretrain-flip" "simpleshot-flip=simpleshot:$OUT/pretrain-flip")
 fi
 candidates+=("scratch=scratch")
 methods=()
