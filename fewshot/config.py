@@ -51,7 +51,7 @@ class DataConfig:
     rotations: bool = False  # 90/180/270-degree copies of base classes as new classes
     reflections: bool = False  # mirror images of base classes (after rotations) as new classes
     on_error: str = "raise"  # folder: "skip" leaves unreadable images out with a warning
-    augment: str = "none"  # training images: none | crop | crop-flip | affine (fewshot.data.augment)
+    augment: str = "none"  # training images: one of fewshot.data.augment.AUGMENTATIONS
     split: SplitConfig = field(default_factory=SplitConfig)
 
 

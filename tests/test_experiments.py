@@ -30,7 +30,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     )
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 29
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 31
     assert {
         "maml-10steps",
         "maml-pretrained-10steps",
@@ -43,12 +43,16 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "protomaml-protonet-flip",
         "simpleshot-flip",
         "maml-pretrained-flip-10steps",
+        "protonet-flip-elastic",
+        "protonet5-flip",
     } <= set(report["methods"])
     # the -flip runs train on 8 classes per character (rotations and mirror images), the others on 4
     for run in ("pretrain", "protonet", "protomaml-protonet", "maml-pretrained"):
         assert OmegaConf.load(tmp_path / f"{run}-flip" / "config.yaml").data.reflections is True
     for run in ("pretrain", "protonet", "maml-pretrained"):
         assert OmegaConf.load(tmp_path / run / "config.yaml").data.reflections is False
+    elastic = OmegaConf.load(tmp_path / "protonet-flip-elastic" / "config.yaml").data
+    assert elastic.reflections is True and elastic.augment == "affine-elastic"
     for key in report["settings"]:
         assert set(report["results"][key]) == set(report["methods"])
     for manifest in ("small1_split.json", "small2_novel.json"):  # the committed manifests are reproduced
@@ -137,6 +141,13 @@ def test_pair_results_pairs_the_same_episodes_of_two_evaluations(tmp_path):
         f"| 5w1s | 65.00 +- {100 * mean_ci([0.5, 0.6, 0.7, 0.8]).half_width:.2f} | 57.50 +- "
     )
     assert out[-1].endswith(f"| +7.50 +- {100 * d.half_width:.2f} | {p_text(d.p_value)} |")
+    _evaluation(tmp_path / "a2", "remade-s1", {0: 0.7, 1: 0.6, 2: 0.9, 3: 0.8})  # a second seed
+    seeds = pair + ["--a", str(tmp_path / "a2"), "remade-s1", "--b", str(tmp_path / "b"), "committed"]
+    out = subprocess.run(seeds, check=True, capture_output=True, text=True).stdout.splitlines()
+    d = paired_difference([0.6, 0.6, 0.8, 0.8], [0.4, 0.6, 0.5, 0.8])  # each episode's seed mean
+    assert out[0].startswith("mean of remade (") and " + remade-s1 (" in out[0]
+    assert out[-1].startswith("| 5w1s | 70.00 +- ")
+    assert out[-1].endswith(f"| +12.50 +- {100 * d.half_width:.2f} | {p_text(d.p_value)} |")
     _evaluation(tmp_path / "c", "committed", {0: 0.4, 1: 0.6, 2: 0.5, 3: 0.8}, seed=1)
     other = subprocess.run(pair + ["--b", str(tmp_path / "c"), "committed"], capture_output=True, text=True)
     assert other.returncode != 0 and "scored different episodes" in other.stderr

@@ -128,3 +128,22 @@ def test_affine_augment_moves_strokes_a_little_and_keeps_them():
     ink = out.flatten(1).sum(1) / x.flatten(1).sum(1)
     assert ((ink > 0.7) & (ink < 1.3)).all()  # scaled by at most 10% per side: the stroke stays
     assert out[:, :, :3].sum() == 0 and out[:, :, -3:].sum() == 0  # and stays near the centre
+
+
+def test_elastic_augment_bends_the_affine_result_by_at_most_two_pixels():
+    x = torch.zeros(8, 1, 28, 28)
+    x[:, :, 8:20, 13:15] = 1.0
+    affine = augment(x, "affine", torch.Generator().manual_seed(0))
+    bent = augment(x, "affine-elastic", torch.Generator().manual_seed(0))
+    assert torch.equal(bent, augment(x, "affine-elastic", torch.Generator().manual_seed(0)))  # seeded
+    assert ((bent - affine).abs().flatten(1).sum(1) > 0.5).all()  # every image bent ...
+    ink = bent.flatten(1).sum(1) / affine.flatten(1).sum(1)
+    assert ((ink > 0.7) & (ink < 1.3)).all()  # ... not erased or smeared
+
+    def centre(images: torch.Tensor) -> torch.Tensor:  # ink-weighted mean position, pixels
+        rows, cols = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+        mass = images[:, 0].flatten(1).sum(1)
+        return torch.stack([(images[:, 0] * g).flatten(1).sum(1) / mass for g in (rows, cols)], 1)
+
+    # on top of the same affine map: the ink moves by under 2 pixels on average
+    assert (centre(bent) - centre(affine)).norm(dim=1).max() < 2.0

@@ -76,7 +76,10 @@ def test_rotations_and_reflections_multiply_only_the_base_classes():
         (["data=omniglt"], "no config data='omniglt'; data can be: folder, folder224, omniglot, synthetic"),
         (["data=folder"], "data.root is required"),
         (["optim.name=adamw"], "optim.name='adamw' is not one of: adam, sgd"),
-        (["data.augment=rotate"], "data.augment='rotate' is not one of: none, crop, crop-flip, affine"),
+        (
+            ["data.augment=rotate"],
+            "data.augment='rotate' is not one of: none, crop, crop-flip, affine, affine-elastic",
+        ),
         (["task.n_way"], "not of the form key=value"),
     ],
 )

@@ -9,8 +9,17 @@ pairs their per-episode accuracies directly. It checks seed, queries per class a
 count in both ``report.json`` files; the data and class split are the caller's to keep equal
 (every evaluation of this study uses ``evaluate.yaml``'s).
 
+``--a`` and ``--b`` repeat: a side given several runs (seeds of one config, say) scores each
+episode by their mean accuracy, so the paired difference is that of the seed means, and its
+interval is still over episodes.
+
     python experiments/omniglot/pair_results.py \
         --a runs/omniglot/eval-remade linear-probe --b experiments/omniglot/results linear-probe
+    python experiments/omniglot/pair_results.py \
+        --a experiments/omniglot/results/reflections protonet-flip \
+        --a experiments/omniglot/results/seeds protonet-flip-s1 \
+        --b experiments/omniglot/results/reflections protonet \
+        --b experiments/omniglot/results/seeds protonet-s1
 """
 
 from __future__ import annotations
@@ -65,20 +74,36 @@ def protocol(folder: Path) -> dict[str, object]:
         ) from None
 
 
+def side(runs: list[list[str]]) -> tuple[str, dict[str, list[float]]]:
+    """A side's name and accuracy per episode, by setting: the mean over its ``runs``
+    (``[folder, method]`` pairs), over the settings they all have."""
+    scores = [per_episode(Path(folder), method) for folder, method in runs]
+    mean: dict[str, list[float]] = {}
+    for setting in scores[0]:
+        if all(setting in s for s in scores):
+            lengths = {len(s[setting]) for s in scores}
+            if len(lengths) > 1:
+                raise SystemExit(f"error: {setting}: runs of one side have {sorted(lengths)} episodes")
+            runs_of_setting = [s[setting] for s in scores]
+            mean[setting] = [sum(accs) / len(accs) for accs in zip(*runs_of_setting, strict=True)]
+    name = " + ".join(f"{method} ({folder})" for folder, method in runs)
+    return (name if len(runs) == 1 else f"mean of {name}"), mean
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--a", nargs=2, metavar=("FOLDER", "METHOD"), required=True)
-    parser.add_argument("--b", nargs=2, metavar=("FOLDER", "METHOD"), required=True)
+    for flag in ("--a", "--b"):
+        parser.add_argument(flag, nargs=2, metavar=("FOLDER", "METHOD"), required=True, action="append")
     args = parser.parse_args()
-    (folder_a, method_a), (folder_b, method_b) = args.a, args.b
-    pa, pb = protocol(Path(folder_a)), protocol(Path(folder_b))
-    if pa != pb:
-        raise SystemExit(f"error: the evaluations scored different episodes: {pa} against {pb}")
-    a, b = per_episode(Path(folder_a), method_a), per_episode(Path(folder_b), method_b)
+    protocols = [protocol(Path(folder)) for folder, _ in args.a + args.b]
+    if any(p != protocols[0] for p in protocols):
+        others = " against ".join(sorted({str(p) for p in protocols}))
+        raise SystemExit(f"error: the evaluations scored different episodes: {others}")
+    (name_a, a), (name_b, b) = side(args.a), side(args.b)
     common = [setting for setting in a if setting in b]
     if not common:
         raise SystemExit(f"error: no setting in common ({sorted(a)} against {sorted(b)})")
-    print(f"{method_a} ({folder_a}) against {method_b} ({folder_b}), accuracy (%), 95% CI")
+    print(f"{name_a} against {name_b}, accuracy (%), 95% CI")
     print("| setting | a | b | a - b (paired) | two-sided t-test |")
     print("|---|---|---|---|---|")
     for setting in common:

@@ -104,18 +104,25 @@ train protonet-flip protonet protonet data.reflections=true
 train protomaml-protonet-flip fomaml protomaml "model.pretrained=$OUT/protonet-flip/best.pt" optim.lr=0.0001 \
   data.reflections=true
 train maml-pretrained-flip maml maml "model.pretrained=$OUT/pretrain-flip/best.pt" data.reflections=true
+# protonet-flip with strokes also bent by a smooth random field (data.augment=affine-elastic;
+# session 21), as another drawer would bend them.
+train protonet-flip-elastic protonet protonet data.reflections=true data.augment=affine-elastic
+# protonet-flip trained on 5-shot episodes (Snell et al. train with the test's shot), validated on
+# 20-way 5-shot: for the 5-shot settings.
+train protonet5-flip protonet protonet data.reflections=true task.k_shot=5 train.val_setting=20w5s
 [[ $TRAIN_ONLY == 1 ]] && { echo "training done: $OUT"; exit 0; }
 
 # Test steps chosen on the validation characters (test_steps_on_val.py; README): these runs are
 # scored as trained and, as <run>-<N>steps, with N test steps.
 declare -A TEST_STEPS=([maml]=10 [maml-pretrained]=10 [maml-pretrained-flip]=10 [maml20-pretrained]=10 [fomaml-pretrained]=10 [fomaml]=10 [reptile]=30)
 declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml20-pretrained]=maml
-                 [protonet-flip]=protonet [protomaml-protonet-flip]=fomaml
+                 [protonet-flip]=protonet [protonet-flip-elastic]=protonet [protonet5-flip]=protonet
+                 [protomaml-protonet-flip]=fomaml
                  [maml-pretrained-flip]=maml)  # the learner of runs not named after theirs
 candidates=()
 for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained protomaml-pretrained protomaml-protonet \
            reptile reptile-pretrained protonet protonet-pretrained protonet-flip protomaml-protonet-flip \
-           maml-pretrained-flip; do
+           maml-pretrained-flip protonet-flip-elastic protonet5-flip; do
   [[ -f "$OUT/$run/best.pt" ]] || continue
   kind=${KIND[$run]:-${run%-pretrained}}
   candidates+=("$run=$kind:$OUT/$run")

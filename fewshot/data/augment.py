@@ -5,9 +5,12 @@ to its size); ``"crop-flip"``: also mirrored left-right with probability 1/2 (na
 images; not characters, whose mirror image is another character). ``"affine"``: a small
 random rotation (up to 15 degrees), scaling (0.9 to 1.1), shear (up to 0.15) and shift (up
 to 1/10 of the side), resampled bilinearly with 0 outside the image: the handwriting kind
-(strokes on a 0 background), which keeps a character the same character. Random choices
-come from the caller's generator, so a training step is still a pure function of
-(seed, step).
+(strokes on a 0 background), which keeps a character the same character.
+``"affine-elastic"``: the same affine transform, then every pixel displaced along a smooth
+random field (bicubic between a 4x4 grid of offsets of up to 2 pixels at 28x28, scaled with
+the side): it bends strokes a little as another drawer would, which an affine map cannot
+(Simard et al. 2003 distort handwritten digits this way). Random choices come from the
+caller's generator, so a training step is still a pure function of (seed, step).
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-AUGMENTATIONS = ("none", "crop", "crop-flip", "affine")
+AUGMENTATIONS = ("none", "crop", "crop-flip", "affine", "affine-elastic")
+ELASTIC_GRID = 4  # offsets drawn on a 4x4 grid, so the field bends strokes, not single pixels
+ELASTIC_PIXELS = 2.0 / 28  # largest offset at a grid point, as a fraction of the side
 
 
 def augment(images: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
@@ -26,8 +31,8 @@ def augment(images: torch.Tensor, kind: str, generator: torch.Generator) -> torc
         raise ValueError(f"augmentation {kind!r} is not one of {', '.join(AUGMENTATIONS)}")
     if kind == "none":
         return images
-    if kind == "affine":
-        return _affine(images, generator)
+    if kind in ("affine", "affine-elastic"):
+        return _affine(images, generator, elastic=kind == "affine-elastic")
     n, c, h, w = images.shape
     pad = max(1, min(h, w) // 8)
     padded = F.pad(images, (pad, pad, pad, pad), mode="reflect")
@@ -45,8 +50,10 @@ def augment(images: torch.Tensor, kind: str, generator: torch.Generator) -> torc
     return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
 
 
-def _affine(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Each image through its own random rotation, scaling, shear and shift (see the module)."""
+def _affine(images: torch.Tensor, generator: torch.Generator, elastic: bool = False) -> torch.Tensor:
+    """Each image through its own random rotation, scaling, shear and shift, and with
+    ``elastic`` its own smooth displacement field on top (see the module). The affine draws
+    come first, so an image gets the same affine map with and without ``elastic``."""
     n = images.shape[0]
 
     def uniform(bound: float, centre: float = 0.0) -> torch.Tensor:
@@ -64,4 +71,11 @@ def _affine(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         1,
     ).to(images.device, images.dtype)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    if elastic:
+        # 2 * ELASTIC_PIXELS: a side spans 2 in grid coordinates.
+        offsets = (
+            2 * ELASTIC_PIXELS * (2 * torch.rand(n, 2, ELASTIC_GRID, ELASTIC_GRID, generator=generator) - 1)
+        )
+        field = F.interpolate(offsets, size=images.shape[-2:], mode="bicubic", align_corners=True)
+        grid = grid + field.permute(0, 2, 3, 1).to(images.device, images.dtype)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
