@@ -17,9 +17,9 @@ interval is still over episodes.
         --a runs/omniglot/eval-remade linear-probe --b experiments/omniglot/results linear-probe
     python experiments/omniglot/pair_results.py \
         --a experiments/omniglot/results/reflections protonet-flip \
-        --a experiments/omniglot/results/seeds protonet-flip-s1 \
+        --a experiments/omniglot/results/variants protonet-flip-s1 \
         --b experiments/omniglot/results/reflections protonet \
-        --b experiments/omniglot/results/seeds protonet-s1
+        --b experiments/omniglot/results/variants protonet-s1
 """
 
 from __future__ import annotations
