@@ -22,7 +22,7 @@ from fewshot.learners import (
     SimpleShot,
     episode_accuracies,
 )
-from fewshot.models import build_backbone, build_model
+from fewshot.models import ViewAveraged, build_backbone, build_model
 
 __version__ = "0.1.0"
 
@@ -41,6 +41,7 @@ __all__ = [
     "Reptile",
     "Setting",
     "SimpleShot",
+    "ViewAveraged",
     "build_backbone",
     "build_model",
     "compare",

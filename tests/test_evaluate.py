@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from fewshot import MAML, EpisodeSampler, FineTune, Learner, ProtoNet, Setting, SimpleShot, compare
 from fewshot.config import FineTuneConfig
 from fewshot.data import make_split
+from fewshot.data.augment import affine_matrices, warp
 from fewshot.evaluate import main
 from fewshot.evaluation import (
     BuildContext,
@@ -277,6 +278,10 @@ def test_report_files_are_complete_and_parseable(small_synthetic, tmp_path):
         ("maml:runs/x@inner.steps=3", "key one of inner.test_steps, inner.test_lr"),
         ("maml:runs/x@inner.test_steps=2.5", "inner.test_steps must be a positive int, not '2.5'"),
         ("reptile:runs/x@inner.test_lr=-1", "inner.test_lr must be a positive float"),
+        ("maml:runs/x@views=4", "applies to protonet, simpleshot, finetune only"),
+        ("finetune-freeze2:runs/x@views=4", "applies to protonet, simpleshot, finetune only"),
+        ("protonet:runs/x@views=0", "V a positive integer, not '0'"),
+        ("protonet:runs/x@views=2@views=3", "give @views=<V> once"),
     ],
 )
 def test_bad_method_specs_are_explained(spec, message):
@@ -301,6 +306,9 @@ def test_method_specs_parse():
     )
     assert spec.adapt == (("inner.test_steps", 10), ("inner.test_lr", 0.1))
     assert parse_method("m10=maml:runs/m@inner.test_steps=10").label == "m10"
+    spec = parse_method("probe8=finetune:runs/p@finetune.epochs=5@views=8")
+    assert (spec.label, spec.views, spec.adapt) == ("probe8", 8, (("finetune.epochs", 5),))
+    assert parse_method("protonet:runs/p").views == 1
     assert Setting.parse("20w5s") == Setting(20, 5)
     assert Setting.parse("20w1s-within") == Setting(20, 1, within_group=True)
     assert str(Setting(20, 1, True)) == "20-way 1-shot within a group"
@@ -452,6 +460,26 @@ def test_a_spec_changes_how_a_run_adapts_and_is_not_reused_for_the_run_as_traine
         (f"m=maml:{runs}/maml", {}),
         (f"m=maml:{runs}/maml@inner.test_steps=1", {"m": f"{tmp_path}/a"}),
     ):
+        _evaluate(tmp_path, f"methods=[{spec}]", "name=b", f"reuse=[{tmp_path}/a]")
+        assert json.loads((tmp_path / "b" / "report.json").read_text())["reused"].get("5w1s", {}) == reused
+        shutil.rmtree(tmp_path / "b")
+
+
+def test_views_average_frozen_features_and_are_part_of_a_method(runs, tmp_path):
+    ctx = BuildContext(1, 28, "conv4", OmegaConf.structured(FineTuneConfig), seed=0)
+    images = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    for spec in (f"protonet:{runs}/protonet", f"simpleshot:{runs}/pretrain", f"finetune:{runs}/pretrain"):
+        plain = build_method(parse_method(spec), ctx)
+        four = build_method(parse_method(f"{spec}@views=4"), ctx)
+        theta = affine_matrices(3, torch.Generator().manual_seed(0))
+        copies = [images, *(warp(images, t.expand(6, 2, 3)) for t in theta)]
+        expected = torch.stack([plain.feature_extractor()(c) for c in copies]).mean(0)
+        torch.testing.assert_close(four.feature_extractor()(images), expected)
+        assert not torch.allclose(four.feature_extractor()(images), plain.feature_extractor()(images))
+    proto4 = f"p=protonet:{runs}/protonet@views=4"
+    _evaluate(tmp_path, f"methods=[{proto4}]", "name=a")
+    assert json.loads((tmp_path / "a" / "methods.json").read_text())["p"]["views"] == 4
+    for spec, reused in ((f"p=protonet:{runs}/protonet", {}), (proto4, {"p": f"{tmp_path}/a"})):
         _evaluate(tmp_path, f"methods=[{spec}]", "name=b", f"reuse=[{tmp_path}/a]")
         assert json.loads((tmp_path / "b" / "report.json").read_text())["reused"].get("5w1s", {}) == reused
         shutil.rmtree(tmp_path / "b")

@@ -30,7 +30,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     )
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 31
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 37
     assert {
         "maml-10steps",
         "maml-pretrained-10steps",
@@ -45,6 +45,10 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "maml-pretrained-flip-10steps",
         "protonet-flip-elastic",
         "protonet5-flip",
+        "protonet-flip-16views",
+        "protonet-flip-w128-16views",
+        "linear-probe-flip-16views",
+        "protomaml2-protonet-flip",
     } <= set(report["methods"])
     # the -flip runs train on 8 classes per character (rotations and mirror images), the others on 4
     for run in ("pretrain", "protonet", "protomaml-protonet", "maml-pretrained"):
@@ -53,6 +57,9 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         assert OmegaConf.load(tmp_path / run / "config.yaml").data.reflections is False
     elastic = OmegaConf.load(tmp_path / "protonet-flip-elastic" / "config.yaml").data
     assert elastic.reflections is True and elastic.augment == "affine-elastic"
+    assert OmegaConf.load(tmp_path / "protonet-flip-w128" / "config.yaml").model.backbone == "conv4-128"
+    methods = json.loads((tmp_path / "eval" / "methods.json").read_text())
+    assert methods["protonet-flip-16views"]["views"] == 16 and "views" not in methods["protonet-flip"]
     for key in report["settings"]:
         assert set(report["results"][key]) == set(report["methods"])
     for manifest in ("small1_split.json", "small2_novel.json"):  # the committed manifests are reproduced

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fewshot import ANIL, MAML, FineTune, MetaSGD, ProtoNet, Reptile, SimpleShot, build_model
+from fewshot import ANIL, MAML, FineTune, MetaSGD, ProtoNet, Reptile, SimpleShot, ViewAveraged, build_model
 from fewshot.data import Episode, EpisodeSampler
 from fewshot.learners.functional import forward
 from fewshot.models import Conv4, channels_last
@@ -274,6 +274,29 @@ def test_pretrained_backbone_loading(tmp_path):
         build_model("conv4", 5, pretrained=tmp_path / "none.pt")
     with pytest.raises(ValueError, match="unknown backbone"):
         build_model("vgg", 5)
+    with pytest.raises(ValueError, match="width must be at least 1"):
+        build_model("conv4-0", 5)
+
+
+def test_one_view_is_the_backbone_itself_and_views_need_the_image():
+    backbone = build_model("conv4", 5).backbone.eval()
+    images = torch.rand(4, 1, 28, 28)
+    torch.testing.assert_close(ViewAveraged(backbone, 1)(images), backbone(images), rtol=0, atol=0)
+    eight = ViewAveraged(backbone, 8, seed=3)
+    assert eight.views == 8 and eight.feature_dim == 64
+    torch.testing.assert_close(eight(images), ViewAveraged(backbone, 8, seed=3)(images), rtol=0, atol=0)
+    torch.testing.assert_close(eight(images[1:2]), eight(images)[1:2])  # each image on its own
+    with pytest.raises(ValueError, match="views must be at least 1"):
+        ViewAveraged(backbone, 0)
+
+
+def test_conv4_width_is_part_of_the_backbone_name(tmp_path):
+    wide = build_model("conv4-96", 5)
+    assert wide.backbone.feature_dim == 96 and wide.backbone(torch.zeros(2, 1, 28, 28)).shape == (2, 96)
+    torch.save({"model": wide.state_dict()}, tmp_path / "wide.pt")
+    assert build_model("conv4-96", 5, pretrained=tmp_path / "wide.pt").backbone.feature_dim == 96
+    with pytest.raises(ValueError, match=r"checkpoint \(96, 1, 3, 3\) vs model \(64, 1, 3, 3\)"):
+        build_model("conv4", 5, pretrained=tmp_path / "wide.pt")
 
 
 def test_torchvision_backbone_takes_a_saved_state_dict(tmp_path):

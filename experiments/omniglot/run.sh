@@ -110,24 +110,35 @@ train protonet-flip-elastic protonet protonet data.reflections=true data.augment
 # protonet-flip trained on 5-shot episodes (Snell et al. train with the test's shot), validated on
 # 20-way 5-shot: for the 5-shot settings.
 train protonet5-flip protonet protonet data.reflections=true task.k_shot=5 train.val_setting=20w5s
+# protonet-flip with twice the filters in every block (session 22).
+train protonet-flip-w128 protonet protonet data.reflections=true model.backbone=conv4-128
+# Second-order Proto-MAML from protonet-flip (session 22): protomaml-protonet-flip with the
+# second-order terms, for 1,200 steps instead of 4,000 (a step costs about 2.5 times as much).
+train protomaml2-protonet-flip maml protomaml "model.pretrained=$OUT/protonet-flip/best.pt" optim.lr=0.0001 \
+  data.reflections=true inner.first_order=false train.steps=1200 train.val_every=300
 [[ $TRAIN_ONLY == 1 ]] && { echo "training done: $OUT"; exit 0; }
 
 # Test steps chosen on the validation characters (test_steps_on_val.py; README): these runs are
 # scored as trained and, as <run>-<N>steps, with N test steps.
 declare -A TEST_STEPS=([maml]=10 [maml-pretrained]=10 [maml-pretrained-flip]=10 [maml20-pretrained]=10 [fomaml-pretrained]=10 [fomaml]=10 [reptile]=30)
+# Test-time views chosen on the validation characters (session 22; README): these runs are also
+# scored as <run>-<V>views, each image's features averaged over it and V - 1 affine copies.
+declare -A VIEWS=([protonet-flip]=16 [protonet-flip-w128]=16)
 declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml20-pretrained]=maml
                  [protonet-flip]=protonet [protonet-flip-elastic]=protonet [protonet5-flip]=protonet
-                 [protomaml-protonet-flip]=fomaml
-                 [maml-pretrained-flip]=maml)  # the learner of runs not named after theirs
+                 [protomaml-protonet-flip]=fomaml [protonet-flip-w128]=protonet
+                 [protomaml2-protonet-flip]=maml [maml-pretrained-flip]=maml)  # the learner of runs not named after theirs
 candidates=()
 for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained protomaml-pretrained protomaml-protonet \
            reptile reptile-pretrained protonet protonet-pretrained protonet-flip protomaml-protonet-flip \
-           maml-pretrained-flip protonet-flip-elastic protonet5-flip; do
+           maml-pretrained-flip protonet-flip-elastic protonet5-flip protonet-flip-w128 protomaml2-protonet-flip; do
   [[ -f "$OUT/$run/best.pt" ]] || continue
   kind=${KIND[$run]:-${run%-pretrained}}
   candidates+=("$run=$kind:$OUT/$run")
   steps=${TEST_STEPS[$run]:-}
   [[ -n $steps ]] && candidates+=("$run-${steps}steps=$kind:$OUT/$run@inner.test_steps=$steps")
+  views=${VIEWS[$run]:-}
+  [[ -n $views ]] && candidates+=("$run-${views}views=$kind:$OUT/$run@views=$views")
 done
 if [[ -f "$OUT/pretrain/best.pt" ]]; then
   # full fine-tuning at the default backbone lr (0.001) and at the one chosen on the validation
@@ -138,7 +149,9 @@ if [[ -f "$OUT/pretrain/best.pt" ]]; then
                "simpleshot=simpleshot:$OUT/pretrain")
 fi
 if [[ -f "$OUT/pretrain-flip/best.pt" ]]; then
-  candidates+=("linear-probe-flip=finetune:$OUT/pretrain-flip" "simpleshot-flip=simpleshot:$OUT/pretrain-flip")
+  candidates+=("linear-probe-flip=finetune:$OUT/pretrain-flip" "simpleshot-flip=simpleshot:$OUT/pretrain-flip"
+               "linear-probe-flip-16views=finetune:$OUT/pretrain-flip@views=16"
+               "simpleshot-flip-16views=simpleshot:$OUT/pretrain-flip@views=16")
 fi
 candidates+=("scratch=scratch")
 methods=()

@@ -50,11 +50,10 @@ def augment(images: torch.Tensor, kind: str, generator: torch.Generator) -> torc
     return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
 
 
-def _affine(images: torch.Tensor, generator: torch.Generator, elastic: bool = False) -> torch.Tensor:
-    """Each image through its own random rotation, scaling, shear and shift, and with
-    ``elastic`` its own smooth displacement field on top (see the module). The affine draws
-    come first, so an image gets the same affine map with and without ``elastic``."""
-    n = images.shape[0]
+def affine_matrices(n: int, generator: torch.Generator) -> torch.Tensor:
+    """``n`` random affine maps ``[n, 2, 3]`` (float64, ``F.affine_grid``'s output-to-input
+    convention): each a rotation up to 15 degrees, a scaling 0.9 to 1.1, a shear up to 0.15
+    and a shift up to 1/10 of the side, drawn in that order from ``generator``."""
 
     def uniform(bound: float, centre: float = 0.0) -> torch.Tensor:
         return centre + bound * (2 * torch.rand(n, generator=generator, dtype=torch.float64) - 1)
@@ -63,19 +62,37 @@ def _affine(images: torch.Tensor, generator: torch.Generator, elastic: bool = Fa
     shear, shift = uniform(0.15), torch.stack([uniform(0.2), uniform(0.2)], 1)  # 0.2 = 1/10 of [-1, 1]
     cos, sin = angle.cos() / scale, angle.sin() / scale
     # Output coordinates to input coordinates: rotate and scale, then shear along x.
-    theta = torch.stack(
+    return torch.stack(
         [
             torch.stack([cos + shear * sin, -sin + shear * cos, shift[:, 0]], 1),
             torch.stack([sin, cos, shift[:, 1]], 1),
         ],
         1,
-    ).to(images.device, images.dtype)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    if elastic:
-        # 2 * ELASTIC_PIXELS: a side spans 2 in grid coordinates.
-        offsets = (
-            2 * ELASTIC_PIXELS * (2 * torch.rand(n, 2, ELASTIC_GRID, ELASTIC_GRID, generator=generator) - 1)
-        )
-        field = F.interpolate(offsets, size=images.shape[-2:], mode="bicubic", align_corners=True)
+    )
+
+
+def warp(images: torch.Tensor, theta: torch.Tensor, field: torch.Tensor | None = None) -> torch.Tensor:
+    """``images [N, C, H, W]`` resampled bilinearly (0 outside) through the affine maps
+    ``theta [N, 2, 3]``, plus an optional displacement ``field [N, 2, H, W]`` in grid units."""
+    grid = F.affine_grid(theta.to(images.device, images.dtype), list(images.shape), align_corners=False)
+    if field is not None:
         grid = grid + field.permute(0, 2, 3, 1).to(images.device, images.dtype)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _affine(images: torch.Tensor, generator: torch.Generator, elastic: bool = False) -> torch.Tensor:
+    """Each image through its own random affine map (:func:`affine_matrices`), and with
+    ``elastic`` its own smooth displacement field on top (see the module). The affine draws
+    come first, so an image gets the same affine map with and without ``elastic``."""
+    theta = affine_matrices(images.shape[0], generator)
+    if not elastic:
+        return warp(images, theta)
+    # 2 * ELASTIC_PIXELS: a side spans 2 in grid coordinates.
+    offsets = (
+        2
+        * ELASTIC_PIXELS
+        * (2 * torch.rand(images.shape[0], 2, ELASTIC_GRID, ELASTIC_GRID, generator=generator) - 1)
+    )
+    return warp(
+        images, theta, F.interpolate(offsets, size=images.shape[-2:], mode="bicubic", align_corners=True)
+    )

@@ -17,11 +17,15 @@ run's own ``inner.test_steps`` (keys: ``inner.test_steps``, ``inner.test_lr``). 
 baseline's schedule can be changed the same way, for that method alone:
 ``ft=finetune-full:runs/pretrain@finetune.backbone_lr=0.0001`` (keys: ``finetune.lr``,
 ``finetune.backbone_lr``, ``finetune.epochs``; the evaluation's ``finetune`` group sets the
-rest). Everything is checked before any episode runs.
+rest). Methods that see images only through frozen features (``protonet``, ``simpleshot``,
+``finetune``) take ``@views=<V>``: each image's features averaged over the image and V - 1
+fixed affine copies of it (test-time augmentation, :class:`fewshot.models.views.ViewAveraged`).
+Everything is checked before any episode runs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import re
@@ -35,7 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 from fewshot.data import ImageSet, load_manifest
 from fewshot.learners import FineTune, Learner, SimpleShot
 from fewshot.learners.features import embed, embed_dataset
-from fewshot.models import build_backbone, load_backbone_weights
+from fewshot.models import ViewAveraged, build_backbone, load_backbone_weights
 
 RUN_KINDS = {
     "maml": ("maml", "fomaml"),  # test-time adaptation is the same for either order
@@ -49,6 +53,7 @@ BACKBONE_KINDS = ("finetune", "finetune-linear", "finetune-full", "finetune-free
 KINDS = (*RUN_KINDS, *BACKBONE_KINDS, "scratch")
 STEPPED_KINDS = tuple(k for k in RUN_KINDS if k != "protonet")  # runs whose adaptation has steps
 ADAPT_KEYS = {"inner.test_steps": int, "inner.test_lr": float}  # what ``@key=value`` may change
+VIEW_KINDS = ("protonet", "simpleshot", "finetune")  # frozen features: ``@views=<V>`` applies
 FINETUNE_KEYS = {
     "finetune.lr": float,
     "finetune.backbone_lr": float,
@@ -62,13 +67,15 @@ class MethodError(ValueError):
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A parsed spec; ``freeze_blocks`` for ``finetune-freeze<L>``, ``adapt`` from ``@key=value``."""
+    """A parsed spec; ``freeze_blocks`` for ``finetune-freeze<L>``, ``adapt`` from ``@key=value``,
+    ``views`` from ``@views=<V>`` (1: the image alone)."""
 
     label: str
     kind: str
     checkpoint: Path | None = None
     freeze_blocks: int = 0
     adapt: tuple[tuple[str, int | float], ...] = ()
+    views: int = 1
 
     @property
     def is_finetune(self) -> bool:
@@ -108,9 +115,21 @@ def parse_method(text: str) -> MethodSpec:
         raise MethodError(f"method {text!r}: {kind} needs {what}, e.g. {kind}:runs/<name>/best.pt")
     if kind == "finetune-linear":
         kind = "finetune"
-    adapt = tuple(_parse_adapt(text, kind, change) for change in changes)
+    views = [c for c in changes if c.partition("=")[0] == "views"]
+    adapt = tuple(_parse_adapt(text, kind, change) for change in changes if change not in views)
     default_label = (f"{kind}:{path}" if path else kind) + "".join(f"@{c}" for c in changes)
-    return MethodSpec(label.strip() or default_label, kind, Path(path) if path else None, freeze, adapt)
+    spec = MethodSpec(label.strip() or default_label, kind, Path(path) if path else None, freeze, adapt)
+    if not views:
+        return spec
+    if kind not in VIEW_KINDS or freeze:
+        raise MethodError(
+            f"method {text!r}: @views=<V> averages frozen features, so it applies to "
+            f"{', '.join(VIEW_KINDS)} only (not to methods that change the backbone per episode)"
+        )
+    value = views[-1].partition("=")[2]
+    if len(views) > 1 or not value.isdigit() or int(value) < 1:
+        raise MethodError(f"method {text!r}: give @views=<V> once, V a positive integer, not {value!r}")
+    return dataclasses.replace(spec, views=int(value))
 
 
 def _parse_adapt(text: str, kind: str, change: str) -> tuple[str, int | float]:
@@ -123,8 +142,8 @@ def _parse_adapt(text: str, kind: str, change: str) -> tuple[str, int | float]:
     else:
         raise MethodError(
             f"method {text!r}: only runs that adapt by gradient steps ({', '.join(STEPPED_KINDS)}) and "
-            "the fine-tuning baselines take @key=value changes; scratch takes finetune.<key>=... for "
-            "the evaluation"
+            f"the fine-tuning baselines take @key=value changes ({', '.join(VIEW_KINDS)} take @views=<V>); "
+            "scratch takes finetune.<key>=... for the evaluation"
         )
     key, sep, value = change.partition("=")
     if not sep or key not in keys:
@@ -184,6 +203,8 @@ def build_method(spec: MethodSpec, ctx: BuildContext) -> Learner:
         _check_unseen(spec, path, ctx.evaluated)
     if spec.kind in RUN_KINDS:
         learner = _from_run(spec, path, state, config, ctx)
+        if spec.views > 1:  # a protonet run
+            learner.backbone = ViewAveraged(learner.backbone, spec.views, ctx.seed)
     else:
         name = config["model"]["backbone"] if config else ctx.backbone
         backbone = build_backbone(name, ctx.channels, ctx.image_size)
@@ -191,6 +212,8 @@ def build_method(spec: MethodSpec, ctx: BuildContext) -> Learner:
             load_backbone_weights(backbone, path)
         except ValueError as err:
             raise MethodError(f"method {spec.label!r}: {err}") from None
+        if spec.views > 1:
+            backbone = ViewAveraged(backbone, spec.views, ctx.seed)
         backbone.to(ctx.device)
         schedule = {key.removeprefix("finetune."): value for key, value in spec.adapt}
         if spec.kind == "simpleshot":
@@ -206,6 +229,11 @@ def build_method(spec: MethodSpec, ctx: BuildContext) -> Learner:
             learner = _finetune(backbone, ctx, mode="partial", freeze_blocks=spec.freeze_blocks, **schedule)
         else:
             learner = _finetune(backbone, ctx, mode="linear", **schedule)
+            if spec.views > 1 and learner.feature_extractor() is None:
+                raise MethodError(
+                    f"method {spec.label!r}: @views=<V> needs frozen features, and with "
+                    "finetune.batch_norm=batch the probe normalises each episode on its own images"
+                )
     return learner.to(ctx.device).eval()
 
 

@@ -1,4 +1,5 @@
-"""Networks: backbones (Conv-4, ResNet-12, torchvision ResNets) and the N-way classifier."""
+"""Networks: backbones (Conv-4, ResNet-12, torchvision ResNets), the N-way classifier, and a
+backbone whose features are averaged over fixed affine views of each image."""
 
 from fewshot.models.backbones import Conv4, ResNet12, TorchvisionBackbone, channels_last
 from fewshot.models.classifier import (
@@ -8,6 +9,7 @@ from fewshot.models.classifier import (
     build_model,
     load_backbone_weights,
 )
+from fewshot.models.views import ViewAveraged
 
 __all__ = [
     "BACKBONES",
@@ -15,6 +17,7 @@ __all__ = [
     "Conv4",
     "ResNet12",
     "TorchvisionBackbone",
+    "ViewAveraged",
     "build_backbone",
     "channels_last",
     "build_model",

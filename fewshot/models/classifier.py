@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -9,7 +10,7 @@ from torch import nn
 
 from fewshot.models.backbones import Conv4, ResNet12, TorchvisionBackbone
 
-BACKBONES = ("conv4", "resnet12", "resnet18", "resnet34", "resnet50")
+BACKBONES = ("conv4", "conv4-<width>", "resnet12", "resnet18", "resnet34", "resnet50")
 
 
 class Classifier(nn.Module):
@@ -30,9 +31,16 @@ class Classifier(nn.Module):
 
 
 def build_backbone(name: str, in_channels: int = 1, image_size: int = 28) -> nn.Module:
-    """A backbone by name: ``conv4``, ``resnet12`` or a torchvision ResNet."""
+    """A backbone by name: ``conv4`` (64 filters a block), ``conv4-<width>`` (e.g. ``conv4-128``),
+    ``resnet12`` or a torchvision ResNet. The width lives in the name, so a checkpoint's saved
+    ``model.backbone`` rebuilds the same network."""
     if name == "conv4":
         return Conv4(in_channels, image_size=image_size)
+    if match := re.fullmatch(r"conv4-(\d+)", name):
+        width = int(match.group(1))
+        if width < 1:
+            raise ValueError(f"backbone {name!r}: the width must be at least 1, e.g. conv4-128")
+        return Conv4(in_channels, width, image_size)
     if name == "resnet12":
         return ResNet12(in_channels)
     if name.startswith("resnet"):
