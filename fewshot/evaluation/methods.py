@@ -25,7 +25,6 @@ Everything is checked before any episode runs.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import functools
 import re
@@ -118,10 +117,15 @@ def parse_method(text: str) -> MethodSpec:
     views = [c for c in changes if c.partition("=")[0] == "views"]
     adapt = tuple(_parse_adapt(text, kind, change) for change in changes if change not in views)
     default_label = (f"{kind}:{path}" if path else kind) + "".join(f"@{c}" for c in changes)
-    spec = MethodSpec(label.strip() or default_label, kind, Path(path) if path else None, freeze, adapt)
-    if not views:
-        return spec
-    if kind not in VIEW_KINDS or freeze:
+    n_views = _parse_views(text, kind, views) if views else 1
+    return MethodSpec(
+        label.strip() or default_label, kind, Path(path) if path else None, freeze, adapt, n_views
+    )
+
+
+def _parse_views(text: str, kind: str, views: list[str]) -> int:
+    """V of a spec's ``@views=<V>`` (given once, for a method on frozen features only)."""
+    if kind not in VIEW_KINDS:
         raise MethodError(
             f"method {text!r}: @views=<V> averages frozen features, so it applies to "
             f"{', '.join(VIEW_KINDS)} only (not to methods that change the backbone per episode)"
@@ -129,7 +133,7 @@ def parse_method(text: str) -> MethodSpec:
     value = views[-1].partition("=")[2]
     if len(views) > 1 or not value.isdigit() or int(value) < 1:
         raise MethodError(f"method {text!r}: give @views=<V> once, V a positive integer, not {value!r}")
-    return dataclasses.replace(spec, views=int(value))
+    return int(value)
 
 
 def _parse_adapt(text: str, kind: str, change: str) -> tuple[str, int | float]:
