@@ -27,6 +27,7 @@ from fewshot.evaluation import (
 )
 from fewshot.evaluation.partial import PartialScores
 from fewshot.evaluation.report import FILES
+from fewshot.learners.features import embed_dataset
 from fewshot.models import build_backbone, build_model
 from fewshot.train import main as train_main
 
@@ -89,6 +90,46 @@ def test_embedding_each_image_once_changes_no_prediction(small_synthetic):
     assert torch.equal(gathered, images.support_x.flatten(0, 1))
     with pytest.raises(ValueError, match="rows"):
         sampler.batch(range(2), row_of_image[:-1])
+    drawn = torch.cat((rows.support_x, rows.query_x), dim=1).long().flatten().unique()
+    assert torch.equal(sampler.rows(range(2)), drawn)
+
+
+class Counted(ProtoNet):
+    """ProtoNet that counts the images its feature extractor embeds."""
+
+    def __init__(self, backbone):
+        super().__init__(backbone)
+        self.embedded = 0
+
+    def feature_extractor(self):
+        extract = super().feature_extractor()
+
+        def counting(images):
+            self.embedded += len(images)
+            return extract(images)
+
+        return counting
+
+
+def test_only_the_images_the_episodes_draw_are_embedded(small_synthetic):
+    torch.manual_seed(0)
+    settings, args = ["5w1s", "3w2s"], dict(q_query=2, episodes=3, progress=False)
+    counted = Counted(build_backbone("conv4"))
+    result = compare({"p": counted}, small_synthetic, settings, **args)
+    samplers = [Setting.parse(s).sampler(small_synthetic, 2, seed=0) for s in settings]
+    drawn = torch.cat([s.rows(range(3)) for s in samplers]).unique()
+    assert counted.embedded == len(drawn) < len(small_synthetic.images)
+    per_episode = compare({"p": counted}, small_synthetic, settings, **args, embed_once=False)
+    for key in settings:
+        assert torch.equal(
+            result.scores[key]["p"].metrics["accuracy"], per_episode.scores[key]["p"].metrics["accuracy"]
+        )
+    some = embed_dataset(counted.feature_extractor(), small_synthetic, rows=drawn[:5])
+    whole = embed_dataset(counted.feature_extractor(), small_synthetic)
+    assert torch.allclose(some[drawn[:5]], whole[drawn[:5]], atol=1e-6)
+    assert some.isnan().all(dim=1).sum() == len(small_synthetic.images) - 5  # every other row
+    with pytest.raises(ValueError, match="no image to embed"):
+        embed_dataset(counted.feature_extractor(), small_synthetic, rows=drawn[:0])
 
 
 def test_query_metrics_by_hand():
@@ -219,6 +260,15 @@ def test_a_killed_comparison_resumes_from_the_chunks_it_saved(small_synthetic, t
         assert resumed.scores[key]["a"].seconds >= saved.seconds(key, "a")
     union = PartialScores(tmp_path)  # both files: nothing lost by either process
     assert sorted(union.chunks("3w2s", "a")) == [0, 1, 2]
+    counted = Counted(build_backbone("conv4"))  # a frozen-feature method whose chunks are all saved
+    first = compare({"a": Spy(), "p": counted}, small_synthetic, **args, partial=PartialScores(tmp_path))
+    assert counted.embedded > 0
+    counted.embedded = 0
+    again = compare({"a": Spy(), "p": counted}, small_synthetic, **args, partial=PartialScores(tmp_path))
+    assert counted.embedded == 0  # not embedded again: nothing of it is left to score
+    assert torch.equal(
+        again.scores["3w2s"]["p"].metrics["accuracy"], first.scores["3w2s"]["p"].metrics["accuracy"]
+    )
     union.remove()
     assert not (tmp_path / "partial").exists()
 

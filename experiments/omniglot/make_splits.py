@@ -7,6 +7,10 @@
   not in small1 (``novel``). small2 shares its Greek and Latin alphabets with small1, and
   those 50 characters are byte-identical drawings; they are listed as ``seen_in_small1``
   and never evaluated.
+* ``small1_trainval.json``: the same characters with the validation ones also trained on
+  (``base``: all 136; ``val``: the 20, now seen in training). For a final run whose settings
+  were already chosen on the held-out characters: its validation scores measure training
+  classes, so it is scored from its last checkpoint, never its "best".
 
     python experiments/omniglot/make_splits.py [--data ../shared/data/omniglot]
 """
@@ -30,6 +34,12 @@ def main() -> None:
     small2 = load_omniglot(Path(args.data) / "images_background_small2.zip")
     split = make_split(small1, {"base": small1.num_classes - 20, "val": 20}, by="class", seed=0)
     save_manifest(split, Path(args.out) / "small1_split.json")
+    trainval = {
+        **split,
+        "sizes": {"base": small1.num_classes, "val": 20},
+        "splits": {"base": list(small1.class_names), "val": split["splits"]["val"]},
+    }
+    save_manifest(trainval, Path(args.out) / "small1_trainval.json")
     seen = set(small1.group_names)
     characters = list(zip(small2.class_names, small2.groups, strict=True))
     novel = {
@@ -43,7 +53,8 @@ def main() -> None:
     }
     save_manifest(novel, Path(args.out) / "small2_novel.json")
     counts = {k: len(v) for k, v in novel["splits"].items()}
-    print(f"small1: {len(split['splits']['base'])} base, {len(split['splits']['val'])} val characters")
+    base, val = len(split["splits"]["base"]), len(split["splits"]["val"])
+    print(f"small1: {base} base, {val} val characters (all {base + val} in small1_trainval.json)")
     print(f"small2: {counts['novel']} novel characters, {counts['seen_in_small1']} also in small1 (not used)")
 
 

@@ -181,6 +181,6 @@ if [[ $QUICK == 0 ]]; then
   mkdir -p "$EXP/results"
   cp "$OUT/eval/report.md" "$OUT/eval/report.json" "$OUT/eval/accuracy.png" "$OUT/timings.tsv" "$EXP/results/"
   gzip -9 -c "$OUT/eval/results.csv" > "$EXP/results/results.csv.gz"  # per-episode rows, kept small
-  cp "$OUT/small1_split.json" "$OUT/small2_novel.json" "$EXP/"
+  cp "$OUT/small1_split.json" "$OUT/small1_trainval.json" "$OUT/small2_novel.json" "$EXP/"
 fi
 echo "study done: $OUT/eval/report.md"

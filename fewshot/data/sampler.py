@@ -215,6 +215,10 @@ class EpisodeSampler:
             query=rows_t[:, self.k_shot :].reshape(-1),
         )
 
+    def rows(self, indices: Sequence[int] | range) -> torch.Tensor:
+        """The distinct image rows that episodes ``indices`` draw, in increasing order."""
+        return torch.from_numpy(np.unique(self._choose(indices)[1]))
+
     def episode(self, index: int) -> Episode:
         """Episode ``index`` as float images in ``[0, 1]``."""
         return self.batch([index]).unbind()[0]

@@ -134,10 +134,11 @@ def compare(
         Under ``torchrun`` every process scores a share of each setting's chunks of episodes
         and all of them receive the whole result (the same as one process).
         embed_once: for a learner with a :meth:`~fewshot.learners.Learner.feature_extractor`
-            (SimpleShot, ProtoNet, linear probe), embed every image of ``dataset`` once and
-            give it the episodes' features: the same episodes and predictions (to float
-            rounding), without embedding an image again in every episode that draws it. Its
-            episodes/s then counts adaptation and prediction on those features.
+            (SimpleShot, ProtoNet, linear probe), embed once every image that the episodes it
+            still has to score draw (none if they are all known or saved) and give it the
+            episodes' features: the same episodes and predictions (to float rounding), without
+            embedding an image again in every episode that draws it. Its episodes/s then counts
+            adaptation and prediction on those features.
         known: scores already measured, ``known[setting key][label]`` (an earlier evaluation's,
             see :mod:`fewshot.evaluation.reuse`); they are taken as they are, not measured again.
         partial: where each chunk of episodes is saved once scored, and the chunks an interrupted
@@ -163,20 +164,33 @@ def compare(
         for label, s in by_label.items():
             if len(s.metrics["accuracy"]) != episodes:
                 raise ValueError(f"known scores of {label!r} in {key} are not of {episodes} episodes")
-    features: dict[str, torch.Tensor] = {}  # label -> features of every image of the dataset
-    for label, learner in methods.items():
-        if all(label in known.get(s.key, {}) for s in parsed):
-            continue
-        extract = learner.feature_extractor() if embed_once else None
-        if extract is not None:
-            start = time.perf_counter()
-            features[label] = embed_dataset(extract, dataset, device)
-            if progress and ctx.main:
-                tqdm.write(
-                    f"{label}: embedded the {len(dataset.images)} images once "
-                    f"({time.perf_counter() - start:.1f} s)"
-                )
     chunks = [range(lo, min(lo + batch_episodes, episodes)) for lo in range(0, episodes, batch_episodes)]
+    done = {  # setting key -> label -> chunks an interrupted run of this evaluation saved
+        s.key: {label: _saved_chunks(partial, s.key, label, chunks) for label in methods} for s in parsed
+    }
+    mine = {  # setting key -> label -> chunks this process scores (none where the scores are known)
+        s.key: {
+            label: []
+            if label in known.get(s.key, {})
+            else [c for c in range(len(chunks)) if c not in done[s.key][label]][ctx.rank :: ctx.world]
+            for label in methods
+        }
+        for s in parsed
+    }
+    features: dict[str, torch.Tensor] = {}  # label -> features of the images its episodes draw
+    for label, learner in methods.items():
+        todo = {s: [i for c in mine[s.key][label] for i in chunks[c]] for s in parsed}
+        extract = learner.feature_extractor() if embed_once else None
+        if extract is None or not any(todo.values()):
+            continue
+        start = time.perf_counter()
+        rows = torch.cat([samplers[s].rows(indices) for s, indices in todo.items() if indices]).unique()
+        features[label] = embed_dataset(extract, dataset, device, rows=rows)
+        if progress and ctx.main:
+            tqdm.write(
+                f"{label}: embedded the {len(rows)} images its episodes draw once "
+                f"({time.perf_counter() - start:.1f} s)"
+            )
     for setting, sampler in samplers.items():
         for label, learner in methods.items():
             if label in known.get(setting.key, {}):
@@ -190,21 +204,18 @@ def compare(
                 disable=not progress or not ctx.main,
                 leave=False,
             )
-            saved = partial.chunks(setting.key, label) if partial else {}
-            fits = {c for c in saved if c < len(chunks) and len(saved[c]["accuracy"]) == len(chunks[c])}
-            done = {c: saved[c] for c in fits}
+            saved = done[setting.key][label]
             before = partial.seconds(setting.key, label) if partial else 0.0
-            bar.update(sum(len(chunks[c]) for c in done))
-            todo = [c for c in range(len(chunks)) if c not in done]
-            mine: dict[int, dict[str, torch.Tensor]] = {}
+            bar.update(sum(len(chunks[c]) for c in saved))
+            scored: dict[int, dict[str, torch.Tensor]] = {}
             start = time.perf_counter()
-            for c in todo[ctx.rank :: ctx.world]:
-                mine[c] = _score(learner, sampler, chunks[c], device, features.get(label))
+            for c in mine[setting.key][label]:
+                scored[c] = _score(learner, sampler, chunks[c], device, features.get(label))
                 if partial:
-                    partial.record(setting.key, label, c, mine[c], before + time.perf_counter() - start)
+                    partial.record(setting.key, label, c, scored[c], before + time.perf_counter() - start)
                 bar.update(len(chunks[c]) * ctx.world)
-            shares = distributed.gather_objects(mine, ctx)
-            parts = {**done, **{c: part for share in shares for c, part in share.items()}}
+            shares = distributed.gather_objects(scored, ctx)
+            parts = {**saved, **{c: part for share in shares for c, part in share.items()}}
             seconds = before + time.perf_counter() - start
             bar.close()
             metrics = {m: torch.cat([parts[c][m] for c in range(len(chunks))]) for m in METRICS}
@@ -215,6 +226,14 @@ def compare(
                     f"({episodes / seconds:.1f} episodes/s)"
                 )
     return Comparison(list(methods), parsed, baseline, q_query, episodes, seed, scores, dataset)
+
+
+def _saved_chunks(
+    partial: PartialScores | None, key: str, label: str, chunks: list[range]
+) -> dict[int, dict[str, torch.Tensor]]:
+    """The chunks of ``label`` in setting ``key`` that an interrupted run saved whole."""
+    saved = partial.chunks(key, label) if partial else {}
+    return {c: m for c, m in saved.items() if c < len(chunks) and len(m["accuracy"]) == len(chunks[c])}
 
 
 def _score(

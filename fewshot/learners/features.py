@@ -51,7 +51,18 @@ def embed_dataset(
     dataset: ImageSet,
     device: torch.device | str = "cpu",
     chunk: int = 1024,
+    rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``extract``'s features ``[M, D]`` of every image of ``dataset``, ``chunk`` images at a time."""
-    rows = torch.arange(len(dataset.images))
-    return torch.cat([extract(dataset.pixels(r, device)) for r in rows.split(chunk)])
+    """``extract``'s features ``[M, D]`` of the ``M`` images of ``dataset``, ``chunk`` images at a
+    time. With ``rows`` (image indices), only those images are embedded and every other row is
+    NaN: an evaluation of a few episodes then embeds only the images they draw, and a row it
+    should not read cannot pass for a feature."""
+    if rows is not None and len(rows) == 0:
+        raise ValueError("rows is empty: there is no image to embed")
+    wanted = torch.arange(len(dataset.images)) if rows is None else rows
+    features = torch.cat([extract(dataset.pixels(r, device)) for r in wanted.split(chunk)])
+    if rows is None:
+        return features
+    out = features.new_full((len(dataset.images), *features.shape[1:]), float("nan"))
+    out[rows.to(out.device)] = features
+    return out
