@@ -116,6 +116,14 @@ train protonet-flip-w128 protonet protonet data.reflections=true model.backbone=
 # second-order terms, for 1,200 steps instead of 4,000 (a step costs about 2.5 times as much).
 train protomaml2-protonet-flip maml protomaml "model.pretrained=$OUT/protonet-flip/best.pt" optim.lr=0.0001 \
   data.reflections=true inner.first_order=false train.steps=1200 train.val_every=300
+# protonet-flip for 5,000 steps instead of 3,000 (session 23), and on all 136 small1 characters
+# (the 20 validation ones too: small1_trainval.json), with the settings validation chose for
+# protonet-flip; the validation score of a -trainval run is on training classes, so it is scored
+# from its last checkpoint, not its best.
+train protonet-flip-5k protonet protonet data.reflections=true train.steps=5000 train.val_every=1000
+train protonet-flip-trainval protonet protonet data.reflections=true "data.split.manifest=$OUT/small1_trainval.json"
+train protonet-flip-5k-trainval protonet protonet data.reflections=true train.steps=5000 train.val_every=1000 \
+  "data.split.manifest=$OUT/small1_trainval.json"
 [[ $TRAIN_ONLY == 1 ]] && { echo "training done: $OUT"; exit 0; }
 
 # Test steps chosen on the validation characters (test_steps_on_val.py; README): these runs are
@@ -123,22 +131,30 @@ train protomaml2-protonet-flip maml protomaml "model.pretrained=$OUT/protonet-fl
 declare -A TEST_STEPS=([maml]=10 [maml-pretrained]=10 [maml-pretrained-flip]=10 [maml20-pretrained]=10 [fomaml-pretrained]=10 [fomaml]=10 [reptile]=30)
 # Test-time views chosen on the validation characters (session 22; README): these runs are also
 # scored as <run>-<V>views, each image's features averaged over it and V - 1 affine copies.
-declare -A VIEWS=([protonet-flip]=16 [protonet-flip-w128]=16)
+declare -A VIEWS=([protonet-flip]=16 [protonet-flip-w128]=16 [protonet-flip-5k]=16 [protonet-flip-trainval]=16
+                  [protonet-flip-5k-trainval]=16)
+# The checkpoint scored, where it is not the best on validation.
+declare -A CHECKPOINT=([protonet-flip-trainval]=last.pt [protonet-flip-5k-trainval]=last.pt)
 declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml20-pretrained]=maml
                  [protonet-flip]=protonet [protonet-flip-elastic]=protonet [protonet5-flip]=protonet
                  [protomaml-protonet-flip]=fomaml [protonet-flip-w128]=protonet
-                 [protomaml2-protonet-flip]=maml [maml-pretrained-flip]=maml)  # the learner of runs not named after theirs
+                 [protomaml2-protonet-flip]=maml [maml-pretrained-flip]=maml [protonet-flip-5k]=protonet
+                 [protonet-flip-trainval]=protonet [protonet-flip-5k-trainval]=protonet)  # the learner of runs not named after theirs
 candidates=()
 for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained protomaml-pretrained protomaml-protonet \
            reptile reptile-pretrained protonet protonet-pretrained protonet-flip protomaml-protonet-flip \
-           maml-pretrained-flip protonet-flip-elastic protonet5-flip protonet-flip-w128 protomaml2-protonet-flip; do
-  [[ -f "$OUT/$run/best.pt" ]] || continue
+           maml-pretrained-flip protonet-flip-elastic protonet5-flip protonet-flip-w128 protomaml2-protonet-flip \
+           protonet-flip-5k protonet-flip-trainval protonet-flip-5k-trainval; do
+  checkpoint=${CHECKPOINT[$run]:-best.pt}
+  [[ -f "$OUT/$run/$checkpoint" ]] || continue
   kind=${KIND[$run]:-${run%-pretrained}}
-  candidates+=("$run=$kind:$OUT/$run")
+  source="$OUT/$run"
+  [[ $checkpoint == best.pt ]] || source+="/$checkpoint"
+  candidates+=("$run=$kind:$source")
   steps=${TEST_STEPS[$run]:-}
-  [[ -n $steps ]] && candidates+=("$run-${steps}steps=$kind:$OUT/$run@inner.test_steps=$steps")
+  [[ -n $steps ]] && candidates+=("$run-${steps}steps=$kind:$source@inner.test_steps=$steps")
   views=${VIEWS[$run]:-}
-  [[ -n $views ]] && candidates+=("$run-${views}views=$kind:$OUT/$run@views=$views")
+  [[ -n $views ]] && candidates+=("$run-${views}views=$kind:$source@views=$views")
 done
 if [[ -f "$OUT/pretrain/best.pt" ]]; then
   # full fine-tuning at the default backbone lr (0.001) and at the one chosen on the validation
