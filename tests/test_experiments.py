@@ -30,7 +30,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     )
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 43
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 44
     assert {
         "maml-10steps",
         "maml-pretrained-10steps",
@@ -52,6 +52,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "protonet-flip-5k-16views",
         "protonet-flip-trainval-16views",
         "protonet-flip-5k-trainval-16views",
+        "protomaml-protonet-flip-5k-trainval",
     } <= set(report["methods"])
     # the -flip runs train on 8 classes per character (rotations and mirror images), the others on 4
     for run in ("pretrain", "protonet", "protomaml-protonet", "maml-pretrained"):
@@ -64,7 +65,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     methods = json.loads((tmp_path / "eval" / "methods.json").read_text())
     assert methods["protonet-flip-16views"]["views"] == 16 and "views" not in methods["protonet-flip"]
     # the -trainval runs train on every small1 character and are scored from their last checkpoint
-    for run in ("protonet-flip-trainval", "protonet-flip-5k-trainval"):
+    for run in ("protonet-flip-trainval", "protonet-flip-5k-trainval", "protomaml-protonet-flip-5k-trainval"):
         split = OmegaConf.load(tmp_path / run / "config.yaml").data.split
         assert split.manifest == str(tmp_path / "small1_trainval.json")
         assert len(json.loads((tmp_path / run / "split.json").read_text())["splits"]["base"]) == 136

@@ -124,6 +124,10 @@ train protonet-flip-5k protonet protonet data.reflections=true train.steps=5000 
 train protonet-flip-trainval protonet protonet data.reflections=true "data.split.manifest=$OUT/small1_trainval.json"
 train protonet-flip-5k-trainval protonet protonet data.reflections=true train.steps=5000 train.val_every=1000 \
   "data.split.manifest=$OUT/small1_trainval.json"
+# Proto-MAML from protonet-flip-5k-trainval (session 24), on the same classes, for 2,500 steps.
+train protomaml-protonet-flip-5k-trainval fomaml protomaml "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" \
+  optim.lr=0.0001 data.reflections=true "data.split.manifest=$OUT/small1_trainval.json" train.steps=2500 \
+  train.val_every=500
 [[ $TRAIN_ONLY == 1 ]] && { echo "training done: $OUT"; exit 0; }
 
 # Test steps chosen on the validation characters (test_steps_on_val.py; README): these runs are
@@ -134,17 +138,19 @@ declare -A TEST_STEPS=([maml]=10 [maml-pretrained]=10 [maml-pretrained-flip]=10 
 declare -A VIEWS=([protonet-flip]=16 [protonet-flip-w128]=16 [protonet-flip-5k]=16 [protonet-flip-trainval]=16
                   [protonet-flip-5k-trainval]=16)
 # The checkpoint scored, where it is not the best on validation.
-declare -A CHECKPOINT=([protonet-flip-trainval]=last.pt [protonet-flip-5k-trainval]=last.pt)
+declare -A CHECKPOINT=([protonet-flip-trainval]=last.pt [protonet-flip-5k-trainval]=last.pt
+                       [protomaml-protonet-flip-5k-trainval]=last.pt)
 declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml20-pretrained]=maml
                  [protonet-flip]=protonet [protonet-flip-elastic]=protonet [protonet5-flip]=protonet
                  [protomaml-protonet-flip]=fomaml [protonet-flip-w128]=protonet
                  [protomaml2-protonet-flip]=maml [maml-pretrained-flip]=maml [protonet-flip-5k]=protonet
-                 [protonet-flip-trainval]=protonet [protonet-flip-5k-trainval]=protonet)  # the learner of runs not named after theirs
+                 [protonet-flip-trainval]=protonet [protonet-flip-5k-trainval]=protonet
+                 [protomaml-protonet-flip-5k-trainval]=fomaml)  # the learner of runs not named after theirs
 candidates=()
 for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained protomaml-pretrained protomaml-protonet \
            reptile reptile-pretrained protonet protonet-pretrained protonet-flip protomaml-protonet-flip \
            maml-pretrained-flip protonet-flip-elastic protonet5-flip protonet-flip-w128 protomaml2-protonet-flip \
-           protonet-flip-5k protonet-flip-trainval protonet-flip-5k-trainval; do
+           protonet-flip-5k protonet-flip-trainval protonet-flip-5k-trainval protomaml-protonet-flip-5k-trainval; do
   checkpoint=${CHECKPOINT[$run]:-best.pt}
   [[ -f "$OUT/$run/$checkpoint" ]] || continue
   kind=${KIND[$run]:-${run%-pretrained}}
