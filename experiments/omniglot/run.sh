@@ -78,6 +78,7 @@ train() {  # train <run name> <learner> <config> [overrides...]
 
 python "$EXP/make_splits.py" --data "$DATA" --out "$OUT"
 PRE="model.pretrained=$OUT/pretrain/best.pt"
+TRAINVAL="data.split.manifest=$OUT/small1_trainval.json"  # every small1 character as a base class
 train pretrain pretrain pretrain
 train protonet protonet protonet
 # ProtoNet from the pretrained backbone (Chen et al. 2021's Meta-Baseline order: classify, then
@@ -121,12 +122,11 @@ train protomaml2-protonet-flip maml protomaml "model.pretrained=$OUT/protonet-fl
 # protonet-flip; the validation score of a -trainval run is on training classes, so it is scored
 # from its last checkpoint, not its best.
 train protonet-flip-5k protonet protonet data.reflections=true train.steps=5000 train.val_every=1000
-train protonet-flip-trainval protonet protonet data.reflections=true "data.split.manifest=$OUT/small1_trainval.json"
-train protonet-flip-5k-trainval protonet protonet data.reflections=true train.steps=5000 train.val_every=1000 \
-  "data.split.manifest=$OUT/small1_trainval.json"
+train protonet-flip-trainval protonet protonet data.reflections=true "$TRAINVAL"
+train protonet-flip-5k-trainval protonet protonet data.reflections=true train.steps=5000 train.val_every=1000 "$TRAINVAL"
 # Proto-MAML from protonet-flip-5k-trainval (session 24), on the same classes, for 2,500 steps.
 train protomaml-protonet-flip-5k-trainval fomaml protomaml "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" \
-  optim.lr=0.0001 data.reflections=true "data.split.manifest=$OUT/small1_trainval.json" train.steps=2500 \
+  optim.lr=0.0001 data.reflections=true "$TRAINVAL" train.steps=2500 \
   train.val_every=500
 [[ $TRAIN_ONLY == 1 ]] && { echo "training done: $OUT"; exit 0; }
 
