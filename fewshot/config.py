@@ -76,7 +76,7 @@ class InnerConfig:
     first_order: bool = False
     test_lr: float | None = None  # default: lr
     test_steps: int | None = None  # default: steps
-    proto_head: bool = False  # maml/fomaml/metasgd/anil: each task's head starts from class means
+    proto_head: bool = False  # maml/fomaml/metasgd/anil/reptile: each task's head starts from class means
     optimizer: str = "sgd"  # reptile: sgd | adam
 
 
@@ -406,7 +406,7 @@ def _check_eval(cfg: DictConfig) -> None:
 
 
 # Learners whose inner loop adapts a linear head that inner.proto_head can initialise.
-PROTO_HEAD_LEARNERS = ("maml", "fomaml", "metasgd", "anil")
+PROTO_HEAD_LEARNERS = ("maml", "fomaml", "metasgd", "anil", "reptile")
 
 
 def _check(cfg: DictConfig) -> None:

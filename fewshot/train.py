@@ -111,8 +111,17 @@ def build_learner(cfg: DictConfig, channels: int, image_size: int, n_base: int) 
             load_backbone_weights(backbone, m.pretrained)
         return ProtoNet(backbone)
     model = build_model(m.backbone, cfg.task.n_way, channels, image_size, m.pretrained)
+    proto_head = inner.get("proto_head", False)  # runs saved before the option lack it
     if cfg.learner == "reptile":
-        return Reptile(model, inner.lr, inner.steps, inner.optimizer, inner.test_steps, inner.test_lr)
+        return Reptile(
+            model,
+            inner.lr,
+            inner.steps,
+            inner.optimizer,
+            inner.test_steps,
+            inner.test_lr,
+            proto_head=proto_head,
+        )
     kinds = {"maml": MAML, "fomaml": MAML, "metasgd": MetaSGD, "anil": ANIL}
     first_order = inner.first_order or cfg.learner == "fomaml"
     return kinds[cfg.learner](
@@ -122,7 +131,7 @@ def build_learner(cfg: DictConfig, channels: int, image_size: int, n_base: int) 
         first_order=first_order,
         test_steps=inner.test_steps,
         test_lr=inner.test_lr,
-        proto_head=inner.get("proto_head", False),  # runs saved before the option lack it
+        proto_head=proto_head,
     )
 
 

@@ -30,7 +30,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     )
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 44
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 47
     assert {
         "maml-10steps",
         "maml-pretrained-10steps",
@@ -53,6 +53,8 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "protonet-flip-trainval-16views",
         "protonet-flip-5k-trainval-16views",
         "protomaml-protonet-flip-5k-trainval",
+        "maml-protonet-flip-25steps",
+        "protoreptile-protonet-flip",
     } <= set(report["methods"])
     # the -flip runs train on 8 classes per character (rotations and mirror images), the others on 4
     for run in ("pretrain", "protonet", "protomaml-protonet", "maml-pretrained"):
@@ -62,6 +64,11 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     elastic = OmegaConf.load(tmp_path / "protonet-flip-elastic" / "config.yaml").data
     assert elastic.reflections is True and elastic.augment == "affine-elastic"
     assert OmegaConf.load(tmp_path / "protonet-flip-w128" / "config.yaml").model.backbone == "conv4-128"
+    # the session-25 meta-learners start from protonet-flip's backbone; Reptile with the class-mean head
+    for run in ("maml-protonet-flip", "protoreptile-protonet-flip"):
+        cfg = OmegaConf.load(tmp_path / run / "config.yaml")
+        assert cfg.model.pretrained == str(tmp_path / "protonet-flip" / "best.pt")
+        assert cfg.inner.proto_head is (run == "protoreptile-protonet-flip")
     methods = json.loads((tmp_path / "eval" / "methods.json").read_text())
     assert methods["protonet-flip-16views"]["views"] == 16 and "views" not in methods["protonet-flip"]
     # the -trainval runs train on every small1 character and are scored from their last checkpoint

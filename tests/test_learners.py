@@ -11,6 +11,7 @@ from torch import nn
 from fewshot import ANIL, MAML, FineTune, MetaSGD, ProtoNet, Reptile, SimpleShot, ViewAveraged, build_model
 from fewshot.data import Episode, EpisodeSampler
 from fewshot.learners.functional import forward
+from fewshot.learners.protonet import prototypes
 from fewshot.models import Conv4, channels_last
 
 with warnings.catch_warnings():
@@ -107,9 +108,17 @@ def test_vmap_equals_loop(small_synthetic, cls, proto_head):
     assert _rel(grads["vmap"], grads["loop"]) < 1e-8
 
 
-def test_proto_head_starts_from_protonet(small_synthetic):
-    """Before any inner step Proto-MAML predicts as ProtoNet, at any number of ways; the
-    meta-gradient reaches the backbone through the class means, not the unused head."""
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda model: MAML(model, test_steps=0, proto_head=True),
+        lambda model: Reptile(model, inner_steps=1, test_steps=0, proto_head=True),
+    ],
+    ids=["maml", "reptile"],
+)
+def test_proto_head_starts_from_protonet(small_synthetic, make):
+    """Before any inner step a learner with the class-mean head predicts as ProtoNet, at any
+    number of ways (a 5-way model on a 3-way episode)."""
     torch.manual_seed(0)
     model = build_model("conv4", 5).double()
     ep = _double_batch(small_synthetic, n=3, k=2, q=3)
@@ -117,10 +126,15 @@ def test_proto_head_starts_from_protonet(small_synthetic):
     params = dict(model.backbone.named_parameters())
     centres = torch.stack([forward(model.backbone, params, sx)[sy == c].mean(0) for c in range(3)])
     expected = -torch.cdist(forward(model.backbone, params, qx), centres).pow(2)
-    start = MAML(model, test_steps=0, proto_head=True).adapt(sx, sy)(qx)
+    start = make(model).adapt(sx, sy)(qx)
     assert torch.allclose(start.log_softmax(-1), expected.log_softmax(-1), atol=1e-10)
     assert not torch.allclose(start, expected)  # the logits themselves differ by |h|^2 per image
 
+
+def test_proto_maml_meta_gradient_reaches_the_backbone_only(small_synthetic):
+    """Proto-MAML's meta-gradient reaches the backbone through the class means, not the unused head."""
+    torch.manual_seed(0)
+    model = build_model("conv4", 5).double()
     batch = _double_batch(small_synthetic, tasks=2)
     MAML(model, inner_lr=0.1, first_order=True, proto_head=True).meta_loss(batch)[0].backward()
     assert model.head.weight.grad is None and model.head.bias.grad is None
@@ -196,6 +210,41 @@ def test_reptile_update_equals_its_formula(small_synthetic):
     for n, p in model.named_parameters():
         expected = theta[n] + 0.7 * (sum(phi[n] for phi in phis) / 3 - theta[n])
         torch.testing.assert_close(p.detach(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_reptile_proto_head_update_equals_its_formula(small_synthetic):
+    """With ``proto_head`` the Reptile update is its formula for the backbone, each task's head
+    started from its class means, and the head is never meta-updated."""
+    torch.manual_seed(0)
+    model = build_model("conv4", 5).double()
+    batch = _double_batch(small_synthetic, tasks=3)
+    theta = {n: p.detach().clone() for n, p in model.named_parameters()}
+    phis = []
+    for i in range(3):  # by hand: an ordinary module whose head is set to the class means
+        net = build_model("conv4", 5).double()
+        net.load_state_dict(model.state_dict())
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.track_running_stats = False
+        with torch.no_grad():
+            c = prototypes(net.backbone(batch.support_x[i]), batch.support_y[i], 5)
+            net.head.weight.copy_(2 * c)
+            net.head.bias.copy_(-c.pow(2).sum(-1))
+        opt = torch.optim.SGD(net.parameters(), lr=0.05)
+        for _ in range(3):
+            opt.zero_grad()
+            F.cross_entropy(net(batch.support_x[i]), batch.support_y[i]).backward()
+            opt.step()
+        phis.append({n: p.detach() for n, p in net.named_parameters()})
+    reptile = Reptile(model, inner_lr=0.05, inner_steps=3, inner_optimizer="sgd", proto_head=True)
+    reptile.meta_loss(batch)[0].backward()
+    assert model.head.weight.grad is None and model.head.bias.grad is None
+    torch.optim.SGD(model.parameters(), lr=0.7).step()
+    for n, p in model.named_parameters():
+        moved = n.startswith("backbone.")
+        target = theta[n] + 0.7 * (sum(phi[n] for phi in phis) / 3 - theta[n]) if moved else theta[n]
+        torch.testing.assert_close(p.detach(), target, rtol=1e-9, atol=1e-10)
+    assert any(not torch.equal(p.detach(), theta[n]) for n, p in model.named_parameters() if "backbone." in n)
 
 
 def test_reptile_adapts_with_its_test_steps_and_lr(small_synthetic):

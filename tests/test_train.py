@@ -88,7 +88,7 @@ def test_config_errors(overrides, message):
         load_config("maml", overrides)
 
 
-@pytest.mark.parametrize("learner", ["reptile", "protonet", "pretrain"])
+@pytest.mark.parametrize("learner", ["protonet", "pretrain"])
 def test_proto_head_only_for_head_adapting_learners(learner):
     assert load_config("anil", ["inner.proto_head=true"]).inner.proto_head is True
     with pytest.raises(ConfigError, match=f"inner.proto_head=true has no effect on {learner}"):

@@ -128,11 +128,19 @@ train protonet-flip-5k-trainval protonet protonet data.reflections=true train.st
 train protomaml-protonet-flip-5k-trainval fomaml protomaml "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" \
   optim.lr=0.0001 data.reflections=true "$TRAINVAL" train.steps=2500 \
   train.val_every=500
+# From protonet-flip's backbone (session 25): second-order MAML with a fresh head (does the plain
+# meta-learner clear the task's floor from the best embedding? its inner lr is the best at
+# initialization on the held-out characters, 5-way 1-shot, 3 steps: 87.42% with 0.1, 83.24% with
+# 0.05, 42.84% with 0.4), and Reptile with Proto-MAML's class-mean head (protoreptile.yaml).
+train maml-protonet-flip maml maml "model.pretrained=$OUT/protonet-flip/best.pt" data.reflections=true inner.lr=0.1
+train protoreptile-protonet-flip reptile protoreptile "model.pretrained=$OUT/protonet-flip/best.pt" \
+  data.reflections=true
 [[ $TRAIN_ONLY == 1 ]] && { echo "training done: $OUT"; exit 0; }
 
 # Test steps chosen on the validation characters (test_steps_on_val.py; README): these runs are
 # scored as trained and, as <run>-<N>steps, with N test steps.
-declare -A TEST_STEPS=([maml]=10 [maml-pretrained]=10 [maml-pretrained-flip]=10 [maml20-pretrained]=10 [fomaml-pretrained]=10 [fomaml]=10 [reptile]=30)
+declare -A TEST_STEPS=([maml]=10 [maml-pretrained]=10 [maml-pretrained-flip]=10 [maml20-pretrained]=10 [fomaml-pretrained]=10 [fomaml]=10 [reptile]=30
+                         [maml-protonet-flip]=25)
 # Test-time views chosen on the validation characters (session 22; README): these runs are also
 # scored as <run>-<V>views, each image's features averaged over it and V - 1 affine copies.
 declare -A VIEWS=([protonet-flip]=16 [protonet-flip-w128]=16 [protonet-flip-5k]=16 [protonet-flip-trainval]=16
@@ -145,12 +153,14 @@ declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml
                  [protomaml-protonet-flip]=fomaml [protonet-flip-w128]=protonet
                  [protomaml2-protonet-flip]=maml [maml-pretrained-flip]=maml [protonet-flip-5k]=protonet
                  [protonet-flip-trainval]=protonet [protonet-flip-5k-trainval]=protonet
-                 [protomaml-protonet-flip-5k-trainval]=fomaml)  # the learner of runs not named after theirs
+                 [protomaml-protonet-flip-5k-trainval]=fomaml [maml-protonet-flip]=maml
+                 [protoreptile-protonet-flip]=reptile)  # the learner of runs not named after theirs
 candidates=()
 for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained protomaml-pretrained protomaml-protonet \
            reptile reptile-pretrained protonet protonet-pretrained protonet-flip protomaml-protonet-flip \
            maml-pretrained-flip protonet-flip-elastic protonet5-flip protonet-flip-w128 protomaml2-protonet-flip \
-           protonet-flip-5k protonet-flip-trainval protonet-flip-5k-trainval protomaml-protonet-flip-5k-trainval; do
+           protonet-flip-5k protonet-flip-trainval protonet-flip-5k-trainval protomaml-protonet-flip-5k-trainval \
+           maml-protonet-flip protoreptile-protonet-flip; do
   checkpoint=${CHECKPOINT[$run]:-best.pt}
   [[ -f "$OUT/$run/$checkpoint" ]] || continue
   kind=${KIND[$run]:-${run%-pretrained}}

@@ -32,6 +32,11 @@ def parameters(module: nn.Module) -> Params:
     return dict(module.named_parameters())
 
 
+def submodule_params(params: Params, prefix: str) -> Params:
+    """The entries of ``params`` under ``prefix`` (e.g. ``"backbone."``), named as in that submodule."""
+    return {n[len(prefix) :]: p for n, p in params.items() if n.startswith(prefix)}
+
+
 def _composite_batch_norm(norm: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
     """Batch-statistics normalisation from elementary ops.
 

@@ -23,14 +23,11 @@ from fewshot.learners.functional import (
     forward,
     gradient_steps,
     parameters,
+    submodule_params,
 )
-from fewshot.learners.protonet import prototypes
+from fewshot.learners.protonet import prototype_head
 from fewshot.learners.threads import adapt_each, map_tasks, replica, resolve, workers
 from fewshot.models import Classifier, channels_last
-
-
-def _strip(params: Params, prefix: str) -> Params:
-    return {n[len(prefix) :]: p for n, p in params.items() if n.startswith(prefix)}
 
 
 class MAML(MetaLearner):
@@ -104,7 +101,7 @@ class MAML(MetaLearner):
 
     def _features(self, params: Params, h: torch.Tensor) -> torch.Tensor:
         """Backbone features of what :meth:`_embed` returned (MAML: the images themselves)."""
-        return forward(self._net.backbone, _strip(params, "backbone."), h, self._in_vmap)
+        return forward(self._net.backbone, submodule_params(params, "backbone."), h, self._in_vmap)
 
     @property
     def _net(self) -> Classifier:
@@ -112,11 +109,6 @@ class MAML(MetaLearner):
         return replica(self.model)
 
     # -- the shared per-task computation -----------------------------------------------
-    def _head_from_prototypes(self, params: Params, features: torch.Tensor, sy: torch.Tensor) -> Params:
-        """``params`` with the head whose logits are ``-|h - c_k|^2`` up to a per-image constant."""
-        centres = prototypes(features, sy, params["head.weight"].shape[0])
-        return {**params, "head.weight": 2 * centres, "head.bias": -centres.pow(2).sum(-1)}
-
     def _adapt_params(
         self,
         params: Params,
@@ -128,7 +120,8 @@ class MAML(MetaLearner):
     ) -> Params:
         h = self._embed(params, sx)
         if self.proto_head:
-            params = self._head_from_prototypes(params, self._features(params, h), sy)
+            n_way = params["head.weight"].shape[0]
+            params = {**params, **prototype_head(self._features(params, h), sy, n_way)}
 
         def support_loss(p: Params) -> torch.Tensor:
             return F.cross_entropy(self._classify(p, h), sy)
@@ -292,10 +285,10 @@ class ANIL(MAML):
     adapted_prefix = "head."
 
     def _embed(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        return forward(self._net.backbone, _strip(params, "backbone."), x, self._in_vmap)
+        return forward(self._net.backbone, submodule_params(params, "backbone."), x, self._in_vmap)
 
     def _classify(self, params: Params, h: torch.Tensor) -> torch.Tensor:
-        return forward(self._net.head, _strip(params, "head."), h, self._in_vmap)
+        return forward(self._net.head, submodule_params(params, "head."), h, self._in_vmap)
 
     def _features(self, params: Params, h: torch.Tensor) -> torch.Tensor:
         return h  # _embed already ran the backbone

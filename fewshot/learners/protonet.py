@@ -26,6 +26,17 @@ def prototypes(features: torch.Tensor, labels: torch.Tensor, n_way: int) -> torc
     return sums / onehot.sum(-2).clamp(min=1).unsqueeze(-1)
 
 
+def prototype_head(features: torch.Tensor, labels: torch.Tensor, n_way: int) -> dict[str, torch.Tensor]:
+    """A linear head ``{"head.weight", "head.bias"}`` that predicts as ProtoNet on ``features``.
+
+    Row ``2 c_k`` and bias ``-|c_k|^2`` for the class means ``c_k``: its logits are
+    ``-|h - c_k|^2`` up to ``|h|^2``, which is the same for every class of an image
+    (Proto-MAML's head, Triantafillou et al. 2020).
+    """
+    centres = prototypes(features, labels, n_way)
+    return {"head.weight": 2 * centres, "head.bias": -centres.pow(2).sum(-1)}
+
+
 def negative_squared_distances(queries: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
     """Logits ``-||q - c||^2`` of ``[..., M, D]`` queries against ``[..., N, D]`` centres."""
     return -torch.cdist(queries, centres).pow(2)

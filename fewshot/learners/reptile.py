@@ -8,6 +8,11 @@ the surrogate ``0.5 * ||theta - mean_b phi_b||^2``, whose gradient is exactly
 ``theta - mean_b phi_b``: with plain SGD of learning rate ``epsilon`` as the outer
 optimizer, ``loss.backward(); optimizer.step()`` is the Reptile update, and any other
 outer optimizer (Adam, schedules) sees the Reptile direction as its gradient.
+
+With ``proto_head=True`` every task's head starts from its support set's class means, as
+Proto-MAML's does (:func:`~fewshot.learners.protonet.prototype_head`): training and
+adaptation start where ProtoNet's prediction is, at any number of ways, and only the
+backbone is meta-learned (the head belongs to the task, so it has no Reptile update).
 """
 
 from __future__ import annotations
@@ -17,7 +22,15 @@ import torch.nn.functional as F
 
 from fewshot.data import Episode
 from fewshot.learners.base import BatchPredictor, MetaLearner, Predictor
-from fewshot.learners.functional import Params, cross_entropy_and_accuracy, fit_head, forward, parameters
+from fewshot.learners.functional import (
+    Params,
+    cross_entropy_and_accuracy,
+    fit_head,
+    forward,
+    parameters,
+    submodule_params,
+)
+from fewshot.learners.protonet import prototype_head
 from fewshot.learners.threads import adapt_each, map_tasks, replica, resolve, workers
 from fewshot.models import Classifier, channels_last
 
@@ -34,6 +47,7 @@ class Reptile(MetaLearner):
         strategy: ``"loop"`` over tasks, ``"threads"`` (two tasks at a time on CPU threads,
             :mod:`fewshot.learners.threads`; the loop's numbers exactly), or ``"auto"``
             (threads on a CPU with more than one intra-op thread, else the loop).
+        proto_head: start every task's head from its class means (see the module docstring).
 
     Example:
         >>> reptile = Reptile(build_model("conv4", n_way=5), inner_lr=1e-3, inner_steps=5)
@@ -50,6 +64,7 @@ class Reptile(MetaLearner):
         test_steps: int | None = None,
         test_lr: float | None = None,
         strategy: str = "auto",
+        proto_head: bool = False,
     ):
         super().__init__()
         if strategy not in ("auto", "loop", "threads"):
@@ -62,7 +77,7 @@ class Reptile(MetaLearner):
         self.inner_lr, self.inner_steps, self.inner_optimizer = inner_lr, inner_steps, inner_optimizer
         self.test_steps = inner_steps if test_steps is None else test_steps
         self.test_lr = inner_lr if test_lr is None else test_lr
-        self.strategy = strategy
+        self.strategy, self.proto_head = strategy, proto_head
 
     def _workers(self) -> int:
         return workers(resolve(self.strategy, self.model, on_cuda="loop"))
@@ -71,11 +86,17 @@ class Reptile(MetaLearner):
         """Weights after ``steps`` optimizer steps of rate ``lr`` on ``(x, y)`` from the current
         initialization.
 
-        Tasks with another number of ways than the head's start from :func:`fit_head`.
+        Tasks with another number of ways than the head's start from :func:`fit_head`, or,
+        with ``proto_head``, every task's head from its class means.
         """
-        start = fit_head(parameters(self.model), int(y.max()) + 1)
-        fast = {n: p.detach().clone().requires_grad_() for n, p in start.items()}
+        n_way = int(y.max()) + 1
+        start = fit_head(parameters(self.model), n_way)
         x = channels_last(x)
+        if self.proto_head:
+            with torch.no_grad():
+                features = forward(replica(self.model).backbone, submodule_params(start, "backbone."), x)
+            start = {**start, **prototype_head(features, y, n_way)}
+        fast = {n: p.detach().clone().requires_grad_() for n, p in start.items()}
         opt = _OPTIMIZERS[self.inner_optimizer](fast.values(), lr=lr)
         with torch.enable_grad():
             for _ in range(steps):
@@ -100,7 +121,8 @@ class Reptile(MetaLearner):
             for n in target:
                 target[n] += phi[n] / b
             accs.append(acc)
-        loss = sum(0.5 * (params[n] - target[n]).pow(2).sum() for n in params)
+        meta = [n for n in params if not (self.proto_head and n.startswith("head."))]
+        loss = sum(0.5 * (params[n] - target[n]).pow(2).sum() for n in meta)
         return loss, {"loss": loss.detach(), "accuracy": torch.stack(accs).mean()}
 
     def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor) -> Predictor:
