@@ -330,8 +330,10 @@ def test_report_files_are_complete_and_parseable(small_synthetic, tmp_path):
         ("reptile:runs/x@inner.test_lr=-1", "inner.test_lr must be a positive float"),
         ("maml:runs/x@views=4", "applies to protonet, simpleshot, finetune only"),
         ("finetune-freeze2:runs/x@views=4", "applies to protonet, simpleshot, finetune only"),
-        ("protonet:runs/x@views=0", "V a positive integer, not '0'"),
-        ("protonet:runs/x@views=2@views=3", "give @views=<V> once"),
+        ("protonet:runs/x@views=0", "n a positive integer, not '0'"),
+        ("protonet:runs/x@views=2@views=3", "give @views=<n> once"),
+        ("simpleshot:runs/x@refine=1", "refines ProtoNet's class means, so it applies to protonet only"),
+        ("protonet:runs/x@refine=-1", "n a positive integer, not '-1'"),
     ],
 )
 def test_bad_method_specs_are_explained(spec, message):
@@ -359,6 +361,8 @@ def test_method_specs_parse():
     spec = parse_method("probe8=finetune:runs/p@finetune.epochs=5@views=8")
     assert (spec.label, spec.views, spec.adapt) == ("probe8", 8, (("finetune.epochs", 5),))
     assert parse_method("protonet:runs/p").views == 1
+    spec = parse_method("protonet:runs/p@views=4@refine=2")
+    assert (spec.views, spec.refine, spec.adapt) == (4, 2, ())
     assert Setting.parse("20w5s") == Setting(20, 5)
     assert Setting.parse("20w1s-within") == Setting(20, 1, within_group=True)
     assert str(Setting(20, 1, True)) == "20-way 1-shot within a group"
@@ -526,10 +530,15 @@ def test_views_average_frozen_features_and_are_part_of_a_method(runs, tmp_path):
         expected = torch.stack([plain.feature_extractor()(c) for c in copies]).mean(0)
         torch.testing.assert_close(four.feature_extractor()(images), expected)
         assert not torch.allclose(four.feature_extractor()(images), plain.feature_extractor()(images))
+    assert build_method(parse_method(f"protonet:{runs}/protonet@refine=2"), ctx).refine_steps == 2
     proto4 = f"p=protonet:{runs}/protonet@views=4"
     _evaluate(tmp_path, f"methods=[{proto4}]", "name=a")
     assert json.loads((tmp_path / "a" / "methods.json").read_text())["p"]["views"] == 4
-    for spec, reused in ((f"p=protonet:{runs}/protonet", {}), (proto4, {"p": f"{tmp_path}/a"})):
+    for spec, reused in (
+        (f"p=protonet:{runs}/protonet", {}),
+        (f"{proto4}@refine=1", {}),  # refined class means: other predictions
+        (proto4, {"p": f"{tmp_path}/a"}),
+    ):
         _evaluate(tmp_path, f"methods=[{spec}]", "name=b", f"reuse=[{tmp_path}/a]")
         assert json.loads((tmp_path / "b" / "report.json").read_text())["reused"].get("5w1s", {}) == reused
         shutil.rmtree(tmp_path / "b")

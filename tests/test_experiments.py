@@ -30,7 +30,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     )
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 47
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 59
     assert {
         "maml-10steps",
         "maml-pretrained-10steps",
@@ -55,6 +55,10 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "protomaml-protonet-flip-5k-trainval",
         "maml-protonet-flip-25steps",
         "protoreptile-protonet-flip",
+        "protonet-flip-refine2",
+        "protonet-flip-5k-trainval-16views-refine2",
+        "protonet-flip-nopool-16views",
+        "protonet-flip-5k-trainval-nopool-16views-refine2",
     } <= set(report["methods"])
     # the -flip runs train on 8 classes per character (rotations and mirror images), the others on 4
     for run in ("pretrain", "protonet", "protomaml-protonet", "maml-pretrained"):
@@ -71,8 +75,19 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         assert cfg.inner.proto_head is (run == "protoreptile-protonet-flip")
     methods = json.loads((tmp_path / "eval" / "methods.json").read_text())
     assert methods["protonet-flip-16views"]["views"] == 16 and "views" not in methods["protonet-flip"]
+    refined = methods["protonet-flip-16views-refine2"]
+    assert (refined["views"], refined["refine"]) == (16, 2) and "refine" not in methods[
+        "protonet-flip-16views"
+    ]
+    for run in ("protonet-flip-nopool", "protonet-flip-5k-trainval-nopool"):
+        assert OmegaConf.load(tmp_path / run / "config.yaml").model.backbone == "conv4-nopool"
     # the -trainval runs train on every small1 character and are scored from their last checkpoint
-    for run in ("protonet-flip-trainval", "protonet-flip-5k-trainval", "protomaml-protonet-flip-5k-trainval"):
+    for run in (
+        "protonet-flip-trainval",
+        "protonet-flip-5k-trainval",
+        "protomaml-protonet-flip-5k-trainval",
+        "protonet-flip-5k-trainval-nopool",
+    ):
         split = OmegaConf.load(tmp_path / run / "config.yaml").data.split
         assert split.manifest == str(tmp_path / "small1_trainval.json")
         assert len(json.loads((tmp_path / run / "split.json").read_text())["splits"]["base"]) == 136

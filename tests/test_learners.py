@@ -11,8 +11,8 @@ from torch import nn
 from fewshot import ANIL, MAML, FineTune, MetaSGD, ProtoNet, Reptile, SimpleShot, ViewAveraged, build_model
 from fewshot.data import Episode, EpisodeSampler
 from fewshot.learners.functional import forward
-from fewshot.learners.protonet import prototypes
-from fewshot.models import Conv4, channels_last
+from fewshot.learners.protonet import negative_squared_distances, prototypes, refined_prototypes
+from fewshot.models import Conv4, build_backbone, channels_last
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -131,6 +131,24 @@ def test_proto_head_starts_from_protonet(small_synthetic, make):
     assert not torch.allclose(start, expected)  # the logits themselves differ by |h|^2 per image
 
 
+def test_refined_prototypes_follow_the_queries():
+    """Soft k-means from the class means: no round changes nothing, one round is its formula, and
+    an atypical support image no longer decides a cluster of queries."""
+    support, labels = torch.tensor([[0.0, 0.0], [2.0, 0.0]]), torch.tensor([0, 1])
+    queries = torch.tensor([[1.2, 0.1], [1.2, -0.1], [4.0, 0.1], [4.0, -0.1]])  # classes 0, 0, 1, 1
+    torch.testing.assert_close(refined_prototypes(support, labels, queries, 2, 0), support)
+    weights = negative_squared_distances(queries, support).softmax(-1)
+    expected = torch.stack(
+        [(support[c] + (weights[:, c, None] * queries).sum(0)) / (1 + weights[:, c].sum()) for c in range(2)]
+    )
+    refined = refined_prototypes(support, labels, queries, 2, 1)
+    torch.testing.assert_close(refined, expected)
+    assert negative_squared_distances(queries, support).argmax(-1).tolist() == [1, 1, 1, 1]
+    assert negative_squared_distances(queries, refined).argmax(-1).tolist() == [0, 0, 1, 1]
+    batched = refined_prototypes(support.expand(3, 2, 2), labels.expand(3, 2), queries.expand(3, 4, 2), 2, 1)
+    torch.testing.assert_close(batched, refined.expand(3, 2, 2))
+
+
 def test_proto_maml_meta_gradient_reaches_the_backbone_only(small_synthetic):
     """Proto-MAML's meta-gradient reaches the backbone through the class means, not the unused head."""
     torch.manual_seed(0)
@@ -247,6 +265,18 @@ def test_reptile_proto_head_update_equals_its_formula(small_synthetic):
     assert any(not torch.equal(p.detach(), theta[n]) for n, p in model.named_parameters() if "backbone." in n)
 
 
+def test_reptile_proto_head_meta_trains_at_other_ways_than_the_head(small_synthetic):
+    """With ``proto_head`` the task's head comes from its class means, so a 3-way model
+    meta-trains on 5-way tasks: only the backbone gets a Reptile direction."""
+    torch.manual_seed(0)
+    model = build_model("conv4", 3)
+    batch = EpisodeSampler(small_synthetic, 5, 2, 2, seed=0).batch(range(2))  # 2 shots: a support loss
+    Reptile(model, inner_lr=0.05, inner_steps=1, inner_optimizer="sgd", proto_head=True).meta_loss(batch)[
+        0
+    ].backward()
+    assert model.head.weight.grad is None and model.backbone.blocks[0][0].weight.grad.abs().sum() > 0
+
+
 def test_reptile_adapts_with_its_test_steps_and_lr(small_synthetic):
     torch.manual_seed(0)
     model = build_model("conv4", 5)
@@ -346,6 +376,20 @@ def test_conv4_width_is_part_of_the_backbone_name(tmp_path):
     assert build_model("conv4-96", 5, pretrained=tmp_path / "wide.pt").backbone.feature_dim == 96
     with pytest.raises(ValueError, match=r"checkpoint \(96, 1, 3, 3\) vs model \(64, 1, 3, 3\)"):
         build_model("conv4", 5, pretrained=tmp_path / "wide.pt")
+
+
+def test_conv4_nopool_keeps_the_last_blocks_spatial_map():
+    """``-nopool`` drops only the last max-pool: same parameters, 3x3 positions of features."""
+    pooled, spatial = build_model("conv4", 5).backbone.eval(), build_model("conv4-nopool", 5).backbone.eval()
+    spatial.load_state_dict(pooled.state_dict())
+    images = torch.rand(3, 1, 28, 28)
+    grid = spatial(images).view(3, 64, 3, 3)
+    assert spatial.feature_dim == 576 and build_model("conv4-32-nopool", 5).backbone.feature_dim == 288
+    # Pooling the map's top-left 2x2 (what the 3x3 map loses to the floor division is the last row
+    # and column) gives the pooled network's features: ReLU and max-pool commute.
+    torch.testing.assert_close(grid[:, :, :2, :2].amax(dim=(2, 3)), pooled(images))
+    with pytest.raises(ValueError, match="at least 8x8"):
+        build_backbone("conv4-nopool", image_size=7)
 
 
 def test_torchvision_backbone_takes_a_saved_state_dict(tmp_path):

@@ -135,6 +135,11 @@ train protomaml-protonet-flip-5k-trainval fomaml protomaml "model.pretrained=$OU
 train maml-protonet-flip maml maml "model.pretrained=$OUT/protonet-flip/best.pt" data.reflections=true inner.lr=0.1
 train protoreptile-protonet-flip reptile protoreptile "model.pretrained=$OUT/protonet-flip/best.pt" \
   data.reflections=true
+# protonet-flip and protonet-flip-5k-trainval without the last block's max-pool (session 26): 576
+# features that keep where in the image each stroke was (64 x 3 x 3), the same parameters.
+train protonet-flip-nopool protonet protonet data.reflections=true model.backbone=conv4-nopool
+train protonet-flip-5k-trainval-nopool protonet protonet data.reflections=true train.steps=5000 train.val_every=1000 \
+  "$TRAINVAL" model.backbone=conv4-nopool
 [[ $TRAIN_ONLY == 1 ]] && { echo "training done: $OUT"; exit 0; }
 
 # Test steps chosen on the validation characters (test_steps_on_val.py; README): these runs are
@@ -144,23 +149,29 @@ declare -A TEST_STEPS=([maml]=10 [maml-pretrained]=10 [maml-pretrained-flip]=10 
 # Test-time views chosen on the validation characters (session 22; README): these runs are also
 # scored as <run>-<V>views, each image's features averaged over it and V - 1 affine copies.
 declare -A VIEWS=([protonet-flip]=16 [protonet-flip-w128]=16 [protonet-flip-5k]=16 [protonet-flip-trainval]=16
-                  [protonet-flip-5k-trainval]=16)
+                  [protonet-flip-5k-trainval]=16 [protonet-flip-nopool]=16 [protonet-flip-5k-trainval-nopool]=16)
+# Transductive rounds chosen on the validation characters (session 26; README): these runs are also
+# scored as <run>-refine<R> and <run>-<V>views-refine<R>, their class means refined with each
+# episode's unlabelled queries by R rounds of soft k-means.
+declare -A REFINE=([protonet-flip]=2 [protonet-flip-5k-trainval]=2 [protonet-flip-nopool]=2
+                   [protonet-flip-5k-trainval-nopool]=2)
 # The checkpoint scored, where it is not the best on validation.
 declare -A CHECKPOINT=([protonet-flip-trainval]=last.pt [protonet-flip-5k-trainval]=last.pt
-                       [protomaml-protonet-flip-5k-trainval]=last.pt)
+                       [protomaml-protonet-flip-5k-trainval]=last.pt [protonet-flip-5k-trainval-nopool]=last.pt)
 declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml20-pretrained]=maml
                  [protonet-flip]=protonet [protonet-flip-elastic]=protonet [protonet5-flip]=protonet
                  [protomaml-protonet-flip]=fomaml [protonet-flip-w128]=protonet
                  [protomaml2-protonet-flip]=maml [maml-pretrained-flip]=maml [protonet-flip-5k]=protonet
                  [protonet-flip-trainval]=protonet [protonet-flip-5k-trainval]=protonet
                  [protomaml-protonet-flip-5k-trainval]=fomaml [maml-protonet-flip]=maml
-                 [protoreptile-protonet-flip]=reptile)  # the learner of runs not named after theirs
+                 [protoreptile-protonet-flip]=reptile [protonet-flip-nopool]=protonet
+                 [protonet-flip-5k-trainval-nopool]=protonet)  # the learner of runs not named after theirs
 candidates=()
 for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained protomaml-pretrained protomaml-protonet \
            reptile reptile-pretrained protonet protonet-pretrained protonet-flip protomaml-protonet-flip \
            maml-pretrained-flip protonet-flip-elastic protonet5-flip protonet-flip-w128 protomaml2-protonet-flip \
            protonet-flip-5k protonet-flip-trainval protonet-flip-5k-trainval protomaml-protonet-flip-5k-trainval \
-           maml-protonet-flip protoreptile-protonet-flip; do
+           maml-protonet-flip protoreptile-protonet-flip protonet-flip-nopool protonet-flip-5k-trainval-nopool; do
   checkpoint=${CHECKPOINT[$run]:-best.pt}
   [[ -f "$OUT/$run/$checkpoint" ]] || continue
   kind=${KIND[$run]:-${run%-pretrained}}
@@ -171,6 +182,9 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
   [[ -n $steps ]] && candidates+=("$run-${steps}steps=$kind:$source@inner.test_steps=$steps")
   views=${VIEWS[$run]:-}
   [[ -n $views ]] && candidates+=("$run-${views}views=$kind:$source@views=$views")
+  refine=${REFINE[$run]:-}
+  [[ -n $refine ]] && candidates+=("$run-refine$refine=$kind:$source@refine=$refine")
+  [[ -n $refine && -n $views ]] && candidates+=("$run-${views}views-refine$refine=$kind:$source@views=$views@refine=$refine")
 done
 if [[ -f "$OUT/pretrain/best.pt" ]]; then
   # full fine-tuning at the default backbone lr (0.001) and at the one chosen on the validation

@@ -20,7 +20,10 @@ baseline's schedule can be changed the same way, for that method alone:
 rest). Methods that see images only through frozen features (``protonet``, ``simpleshot``,
 ``finetune``) take ``@views=<V>``: each image's features averaged over the image and V - 1
 fixed affine copies of it (test-time augmentation, :class:`fewshot.models.views.ViewAveraged`).
-Everything is checked before any episode runs.
+A ``protonet`` run also takes ``@refine=<R>``: R rounds of soft k-means refine its class means
+with the episode's unlabelled queries (transductive inference,
+:func:`fewshot.learners.protonet.refined_prototypes`). Everything is checked before any
+episode runs.
 """
 
 from __future__ import annotations
@@ -67,7 +70,8 @@ class MethodError(ValueError):
 @dataclass(frozen=True)
 class MethodSpec:
     """A parsed spec; ``freeze_blocks`` for ``finetune-freeze<L>``, ``adapt`` from ``@key=value``,
-    ``views`` from ``@views=<V>`` (1: the image alone)."""
+    ``views`` from ``@views=<V>`` (1: the image alone), ``refine`` from ``@refine=<R>`` (0:
+    inductive)."""
 
     label: str
     kind: str
@@ -75,6 +79,7 @@ class MethodSpec:
     freeze_blocks: int = 0
     adapt: tuple[tuple[str, int | float], ...] = ()
     views: int = 1
+    refine: int = 0
 
     @property
     def is_finetune(self) -> bool:
@@ -115,24 +120,30 @@ def parse_method(text: str) -> MethodSpec:
     if kind == "finetune-linear":
         kind = "finetune"
     views = [c for c in changes if c.partition("=")[0] == "views"]
-    adapt = tuple(_parse_adapt(text, kind, change) for change in changes if change not in views)
+    refine = [c for c in changes if c.partition("=")[0] == "refine"]
+    adapt = tuple(_parse_adapt(text, kind, change) for change in changes if change not in views + refine)
     default_label = (f"{kind}:{path}" if path else kind) + "".join(f"@{c}" for c in changes)
-    n_views = _parse_views(text, kind, views) if views else 1
+    n_views = _parse_count(text, kind, views, VIEW_KINDS, "averages frozen features") if views else 1
+    n_refine = (
+        _parse_count(text, kind, refine, ("protonet",), "refines ProtoNet's class means") if refine else 0
+    )
     return MethodSpec(
-        label.strip() or default_label, kind, Path(path) if path else None, freeze, adapt, n_views
+        label.strip() or default_label, kind, Path(path) if path else None, freeze, adapt, n_views, n_refine
     )
 
 
-def _parse_views(text: str, kind: str, views: list[str]) -> int:
-    """V of a spec's ``@views=<V>`` (given once, for a method on frozen features only)."""
-    if kind not in VIEW_KINDS:
+def _parse_count(text: str, kind: str, given: list[str], kinds: tuple[str, ...], does: str) -> int:
+    """The positive integer of a spec's ``@views=<V>`` or ``@refine=<R>`` (``given``: each time it
+    appears), checked to be given once and to a method of ``kinds``, which is what it ``does``."""
+    key = given[0].partition("=")[0]
+    if kind not in kinds:
         raise MethodError(
-            f"method {text!r}: @views=<V> averages frozen features, so it applies to "
-            f"{', '.join(VIEW_KINDS)} only (not to methods that change the backbone per episode)"
+            f"method {text!r}: @{key}=<n> {does}, so it applies to {', '.join(kinds)} only "
+            "(not to methods that change the backbone per episode)"
         )
-    value = views[-1].partition("=")[2]
-    if len(views) > 1 or not value.isdigit() or int(value) < 1:
-        raise MethodError(f"method {text!r}: give @views=<V> once, V a positive integer, not {value!r}")
+    value = given[-1].partition("=")[2]
+    if len(given) > 1 or not value.isdigit() or int(value) < 1:
+        raise MethodError(f"method {text!r}: give @{key}=<n> once, n a positive integer, not {value!r}")
     return int(value)
 
 
@@ -209,6 +220,8 @@ def build_method(spec: MethodSpec, ctx: BuildContext) -> Learner:
         learner = _from_run(spec, path, state, config, ctx)
         if spec.views > 1:  # a protonet run
             learner.backbone = ViewAveraged(learner.backbone, spec.views, ctx.seed)
+        if spec.refine:  # the same
+            learner.refine_steps = spec.refine
     else:
         name = config["model"]["backbone"] if config else ctx.backbone
         backbone = build_backbone(name, ctx.channels, ctx.image_size)

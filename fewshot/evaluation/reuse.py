@@ -44,7 +44,8 @@ class Reused:
 
 def method_records(specs: list[MethodSpec]) -> dict[str, dict[str, Any]]:
     """What identifies each method's predictions: kind, frozen blocks, checkpoint and its SHA-256,
-    and the changes to its test-time adaptation and its averaged views (only where there are some)."""
+    and the changes to its test-time adaptation, its averaged views and its refinement rounds (only
+    where there are some)."""
     records = {}
     for spec in specs:
         path = resolve_checkpoint(spec.checkpoint) if spec.checkpoint is not None else None
@@ -58,6 +59,8 @@ def method_records(specs: list[MethodSpec]) -> dict[str, dict[str, Any]]:
             records[spec.label]["adapt"] = dict(spec.adapt)
         if spec.views > 1:
             records[spec.label]["views"] = spec.views
+        if spec.refine:
+            records[spec.label]["refine"] = spec.refine
     return records
 
 

@@ -42,18 +42,41 @@ def negative_squared_distances(queries: torch.Tensor, centres: torch.Tensor) -> 
     return -torch.cdist(queries, centres).pow(2)
 
 
+def refined_prototypes(
+    support: torch.Tensor, labels: torch.Tensor, queries: torch.Tensor, n_way: int, steps: int
+) -> torch.Tensor:
+    """Class means ``[..., N, D]`` refined with the unlabelled ``queries`` by ``steps`` rounds of
+    soft k-means (Ren et al. 2018): each query joins every class in proportion to its ProtoNet
+    probability, each support image with weight one. Transductive: a query's prediction then
+    depends on the other queries of its episode. ``steps=0`` gives :func:`prototypes`.
+    """
+    centres = prototypes(support, labels, n_way)
+    counts = F.one_hot(labels, n_way).sum(-2).to(support.dtype)  # [..., N] support images per class
+    sums = centres * counts.unsqueeze(-1)
+    for _ in range(steps):
+        weights = negative_squared_distances(queries, centres).softmax(-1)  # [..., M, N]
+        centres = (sums + weights.transpose(-1, -2) @ queries) / (counts + weights.sum(-2)).unsqueeze(-1)
+    return centres
+
+
 class ProtoNet(MetaLearner):
     """Prototypical Networks (Snell et al. 2017): class means of embeddings, squared
     Euclidean distance. ``backbone`` is trained end to end by :meth:`meta_loss`.
+
+    With ``refine_steps`` > 0, :meth:`adapt_batch` refines the class means with the
+    episode's queries (:func:`refined_prototypes`): transductive inference, for when the
+    images to classify come as a batch of the new classes.
 
     Example:
         >>> proto = ProtoNet(build_backbone("conv4"))
         >>> loss, metrics = proto.meta_loss(sampler.batch(range(8)))
     """
 
-    def __init__(self, backbone: nn.Module):
+    def __init__(self, backbone: nn.Module, refine_steps: int = 0):
         super().__init__()
-        self.backbone = backbone
+        if refine_steps < 0:
+            raise ValueError(f"refine_steps must be >= 0, got {refine_steps}")
+        self.backbone, self.refine_steps = backbone, refine_steps
 
     def _logits(self, sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor, n_way: int) -> torch.Tensor:
         feats = self.backbone(channels_last(torch.cat((sx, qx))))
@@ -72,9 +95,16 @@ class ProtoNet(MetaLearner):
         return loss, {"loss": loss.detach(), "accuracy": torch.stack([p[1] for p in pairs]).mean()}
 
     def adapt_batch(self, support_x: torch.Tensor, support_y: torch.Tensor) -> BatchPredictor:
-        """Prototypes from the support sets (backbone in eval mode: running BatchNorm statistics)."""
-        centres = prototypes(batch_features(self.backbone, support_x), support_y, int(support_y.max()) + 1)
-        return lambda query_x: negative_squared_distances(batch_features(self.backbone, query_x), centres)
+        """Prototypes from the support sets (backbone in eval mode: running BatchNorm statistics),
+        refined with each episode's queries when ``refine_steps`` > 0."""
+        support, n_way = batch_features(self.backbone, support_x), int(support_y.max()) + 1
+
+        def predict(query_x: torch.Tensor) -> torch.Tensor:
+            queries = batch_features(self.backbone, query_x)
+            centres = refined_prototypes(support, support_y, queries, n_way, self.refine_steps)
+            return negative_squared_distances(queries, centres)
+
+        return predict
 
     def feature_extractor(self) -> Callable[[torch.Tensor], torch.Tensor]:
         return functools.partial(embed, self.backbone)

@@ -107,7 +107,8 @@ class Reptile(MetaLearner):
 
     def meta_loss(self, batch: Episode) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         params = parameters(self.model)
-        target = {n: torch.zeros_like(p) for n, p in params.items()}
+        meta = [n for n in params if not (self.proto_head and n.startswith("head."))]
+        target = {n: torch.zeros_like(params[n]) for n in meta}
         b = len(batch.support_x)
 
         def task(i: int) -> tuple[Params, torch.Tensor]:
@@ -121,7 +122,6 @@ class Reptile(MetaLearner):
             for n in target:
                 target[n] += phi[n] / b
             accs.append(acc)
-        meta = [n for n in params if not (self.proto_head and n.startswith("head."))]
         loss = sum(0.5 * (params[n] - target[n]).pow(2).sum() for n in meta)
         return loss, {"loss": loss.detach(), "accuracy": torch.stack(accs).mean()}
 

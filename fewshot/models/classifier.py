@@ -10,7 +10,15 @@ from torch import nn
 
 from fewshot.models.backbones import Conv4, ResNet12, TorchvisionBackbone
 
-BACKBONES = ("conv4", "conv4-<width>", "resnet12", "resnet18", "resnet34", "resnet50")
+BACKBONES = (
+    "conv4",
+    "conv4-<width>",
+    "conv4[-<width>]-nopool",
+    "resnet12",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+)
 
 
 class Classifier(nn.Module):
@@ -32,15 +40,14 @@ class Classifier(nn.Module):
 
 def build_backbone(name: str, in_channels: int = 1, image_size: int = 28) -> nn.Module:
     """A backbone by name: ``conv4`` (64 filters a block), ``conv4-<width>`` (e.g. ``conv4-128``),
-    ``resnet12`` or a torchvision ResNet. The width lives in the name, so a checkpoint's saved
-    ``model.backbone`` rebuilds the same network."""
-    if name == "conv4":
-        return Conv4(in_channels, image_size=image_size)
-    if match := re.fullmatch(r"conv4-(\d+)", name):
-        width = int(match.group(1))
+    either with ``-nopool`` (no max-pool in the last block: spatial features, see Conv4),
+    ``resnet12`` or a torchvision ResNet. Width and pooling live in the name, so a
+    checkpoint's saved ``model.backbone`` rebuilds the same network."""
+    if match := re.fullmatch(r"conv4(?:-(\d+))?(-nopool)?", name):
+        width = int(match.group(1) or 64)
         if width < 1:
             raise ValueError(f"backbone {name!r}: the width must be at least 1, e.g. conv4-128")
-        return Conv4(in_channels, width, image_size)
+        return Conv4(in_channels, width, image_size, pool_last=match.group(2) is None)
     if name == "resnet12":
         return ResNet12(in_channels)
     if name.startswith("resnet"):
