@@ -123,7 +123,17 @@ def parse_method(text: str) -> MethodSpec:
     refine = [c for c in changes if c.partition("=")[0] == "refine"]
     adapt = tuple(_parse_adapt(text, kind, change) for change in changes if change not in views + refine)
     default_label = (f"{kind}:{path}" if path else kind) + "".join(f"@{c}" for c in changes)
-    n_views = _parse_count(text, kind, views, VIEW_KINDS, "averages frozen features") if views else 1
+    n_views = (
+        _parse_count(
+            text,
+            kind,
+            views,
+            VIEW_KINDS,
+            "averages frozen features (not those of methods that change the backbone per episode)",
+        )
+        if views
+        else 1
+    )
     n_refine = (
         _parse_count(text, kind, refine, ("protonet",), "refines ProtoNet's class means") if refine else 0
     )
@@ -137,10 +147,7 @@ def _parse_count(text: str, kind: str, given: list[str], kinds: tuple[str, ...],
     appears), checked to be given once and to a method of ``kinds``, which is what it ``does``."""
     key = given[0].partition("=")[0]
     if kind not in kinds:
-        raise MethodError(
-            f"method {text!r}: @{key}=<n> {does}, so it applies to {', '.join(kinds)} only "
-            "(not to methods that change the backbone per episode)"
-        )
+        raise MethodError(f"method {text!r}: @{key}=<n> {does}, so it applies to {', '.join(kinds)} only")
     value = given[-1].partition("=")[2]
     if len(given) > 1 or not value.isdigit() or int(value) < 1:
         raise MethodError(f"method {text!r}: give @{key}=<n> once, n a positive integer, not {value!r}")
@@ -157,7 +164,8 @@ def _parse_adapt(text: str, kind: str, change: str) -> tuple[str, int | float]:
     else:
         raise MethodError(
             f"method {text!r}: only runs that adapt by gradient steps ({', '.join(STEPPED_KINDS)}) and "
-            f"the fine-tuning baselines take @key=value changes ({', '.join(VIEW_KINDS)} take @views=<V>); "
+            f"the fine-tuning baselines take @key=value changes ({', '.join(VIEW_KINDS)} take @views=<V>, "
+            "protonet also @refine=<R>); "
             "scratch takes finetune.<key>=... for the evaluation"
         )
     key, sep, value = change.partition("=")
