@@ -22,7 +22,7 @@ from fewshot.learners import (
     SimpleShot,
     episode_accuracies,
 )
-from fewshot.models import ViewAveraged, build_backbone, build_model
+from fewshot.models import FeatureEnsemble, ViewAveraged, build_backbone, build_model
 
 __version__ = "0.1.0"
 
@@ -32,6 +32,7 @@ __all__ = [
     "Comparison",
     "Episode",
     "EpisodeSampler",
+    "FeatureEnsemble",
     "FineTune",
     "ImageSet",
     "Learner",

@@ -5,6 +5,7 @@ import importlib
 import json
 import math
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -28,7 +29,7 @@ from fewshot.evaluation import (
 from fewshot.evaluation.partial import PartialScores
 from fewshot.evaluation.report import FILES
 from fewshot.learners.features import embed_dataset
-from fewshot.models import build_backbone, build_model
+from fewshot.models import FeatureEnsemble, build_backbone, build_model
 from fewshot.train import main as train_main
 
 compare_module = importlib.import_module("fewshot.evaluation.compare")  # not the function of that name
@@ -334,6 +335,8 @@ def test_report_files_are_complete_and_parseable(small_synthetic, tmp_path):
         ("protonet:runs/x@views=2@views=3", "give @views=<n> once"),
         ("simpleshot:runs/x@refine=1", "refines ProtoNet's class means, so it applies to protonet only"),
         ("protonet:runs/x@refine=-1", "n a positive integer, not '-1'"),
+        ("maml:runs/a+runs/b", "an ensemble of ProtoNets' features, so only protonet takes them"),
+        ("protonet:runs/a+", "an empty checkpoint around \\+"),
     ],
 )
 def test_bad_method_specs_are_explained(spec, message):
@@ -363,6 +366,9 @@ def test_method_specs_parse():
     assert parse_method("protonet:runs/p").views == 1
     spec = parse_method("protonet:runs/p@views=4@refine=2")
     assert (spec.views, spec.refine, spec.adapt) == (4, 2, ())
+    spec = parse_method("protonet:runs/a+runs/b+runs/c@views=4")
+    assert (str(spec.checkpoint), spec.members, spec.views) == ("runs/a", (Path("runs/b"), Path("runs/c")), 4)
+    assert parse_method("protonet:runs/a").members == ()
     assert Setting.parse("20w5s") == Setting(20, 5)
     assert Setting.parse("20w1s-within") == Setting(20, 1, within_group=True)
     assert str(Setting(20, 1, True)) == "20-way 1-shot within a group"
@@ -538,6 +544,41 @@ def test_views_average_frozen_features_and_are_part_of_a_method(runs, tmp_path):
         (f"p=protonet:{runs}/protonet", {}),
         (f"{proto4}@refine=1", {}),  # refined class means: other predictions
         (proto4, {"p": f"{tmp_path}/a"}),
+    ):
+        _evaluate(tmp_path, f"methods=[{spec}]", "name=b", f"reuse=[{tmp_path}/a]")
+        assert json.loads((tmp_path / "b" / "report.json").read_text())["reused"].get("5w1s", {}) == reused
+        shutil.rmtree(tmp_path / "b")
+
+
+def test_an_ensemble_of_protonets_adds_its_members_logits_and_is_a_method_of_its_own(
+    runs, small_synthetic, tmp_path
+):
+    other = tmp_path / "runs"
+    train_main(["protonet", *TINY_TRAIN, "train.seed=1", f"train.out_dir={other}"])
+    a, b = f"{runs}/protonet", f"{other}/protonet"
+    ctx = BuildContext(1, 28, "conv4", OmegaConf.create({}), seed=0)
+    members = [build_method(parse_method(f"protonet:{run}"), ctx) for run in (a, b)]
+    both = build_method(parse_method(f"protonet:{a}+{b}"), ctx)
+    assert isinstance(both.backbone, FeatureEnsemble) and both.backbone.feature_dim == 2 * 64
+    with pytest.raises(ValueError, match="at least two backbones, got 1"):
+        FeatureEnsemble([members[0].backbone])
+    episodes = EpisodeSampler(small_synthetic, 3, 1, 2, seed=0).batch(range(2))
+    logits = [
+        m.adapt_batch(episodes.support_x, episodes.support_y)(episodes.query_x) for m in (*members, both)
+    ]
+    torch.testing.assert_close(logits[2], logits[0] + logits[1])
+    assert not torch.allclose(logits[0], logits[1])  # two different networks
+    viewed = build_method(parse_method(f"protonet:{a}+{b}@views=2@refine=1"), ctx)
+    assert isinstance(viewed.backbone.backbone, FeatureEnsemble) and viewed.refine_steps == 1
+    with pytest.raises(MethodError, match="is a maml checkpoint; write it as maml:"):
+        build_method(parse_method(f"protonet:{a}+{runs}/maml"), ctx)
+    _evaluate(tmp_path, f"methods=[e=protonet:{a}+{b}]", "name=a")
+    record = json.loads((tmp_path / "a" / "methods.json").read_text())["e"]
+    assert [m["checkpoint"] for m in record["members"]] == [str(other / "protonet" / "best.pt")]
+    for spec, reused in (
+        (f"e=protonet:{a}", {}),  # the first member alone
+        (f"e=protonet:{b}+{a}", {}),  # the same runs, the other way round: other float sums
+        (f"e=protonet:{a}+{b}", {"e": f"{tmp_path}/a"}),
     ):
         _evaluate(tmp_path, f"methods=[{spec}]", "name=b", f"reuse=[{tmp_path}/a]")
         assert json.loads((tmp_path / "b" / "report.json").read_text())["reused"].get("5w1s", {}) == reused

@@ -30,7 +30,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     )
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 59
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 64
     assert {
         "maml-10steps",
         "maml-pretrained-10steps",
@@ -59,6 +59,8 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "protonet-flip-5k-trainval-16views-refine2",
         "protonet-flip-nopool-16views",
         "protonet-flip-5k-trainval-nopool-16views-refine2",
+        "protonet-flip-5k-trainval-s1-16views",
+        "protonet-flip-5k-trainval-x2-16views-refine2",
     } <= set(report["methods"])
     # the -flip runs train on 8 classes per character (rotations and mirror images), the others on 4
     for run in ("pretrain", "protonet", "protomaml-protonet", "maml-pretrained"):
@@ -85,6 +87,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     for run in (
         "protonet-flip-trainval",
         "protonet-flip-5k-trainval",
+        "protonet-flip-5k-trainval-s1",
         "protomaml-protonet-flip-5k-trainval",
         "protonet-flip-5k-trainval-nopool",
     ):
@@ -92,6 +95,12 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         assert split.manifest == str(tmp_path / "small1_trainval.json")
         assert len(json.loads((tmp_path / run / "split.json").read_text())["splits"]["base"]) == 136
         assert methods[run]["checkpoint"] == str(tmp_path / run / "last.pt")
+    assert OmegaConf.load(tmp_path / "protonet-flip-5k-trainval-s1" / "config.yaml").train.seed == 1
+    ensemble = methods["protonet-flip-5k-trainval-x2-16views-refine2"]  # both seeds' features side by side
+    assert ensemble["checkpoint"] == methods["protonet-flip-5k-trainval"]["checkpoint"]
+    assert [m["checkpoint"] for m in ensemble["members"]] == [
+        methods["protonet-flip-5k-trainval-s1"]["checkpoint"]
+    ]
     assert methods["protonet-flip-5k"]["checkpoint"] == str(tmp_path / "protonet-flip-5k" / "best.pt")
     for key in report["settings"]:
         assert set(report["results"][key]) == set(report["methods"])

@@ -24,6 +24,11 @@ A ``protonet`` run also takes ``@refine=<R>``: R rounds of soft k-means refine i
 with the episode's unlabelled queries (transductive inference,
 :func:`fewshot.learners.protonet.refined_prototypes`). Everything is checked before any
 episode runs.
+
+A ``protonet`` spec may name several runs joined by ``+``, ``protonet:runs/a+runs/b``: an
+ensemble, each image's features from every run side by side
+(:class:`fewshot.models.FeatureEnsemble`), so its logits are the sum of the runs' own;
+``@views`` and ``@refine`` then apply to the ensemble.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from omegaconf import DictConfig, OmegaConf
 from fewshot.data import ImageSet, load_manifest
 from fewshot.learners import FineTune, Learner, SimpleShot
 from fewshot.learners.features import embed, embed_dataset
-from fewshot.models import ViewAveraged, build_backbone, load_backbone_weights
+from fewshot.models import FeatureEnsemble, ViewAveraged, build_backbone, load_backbone_weights
 
 RUN_KINDS = {
     "maml": ("maml", "fomaml"),  # test-time adaptation is the same for either order
@@ -71,7 +76,7 @@ class MethodError(ValueError):
 class MethodSpec:
     """A parsed spec; ``freeze_blocks`` for ``finetune-freeze<L>``, ``adapt`` from ``@key=value``,
     ``views`` from ``@views=<V>`` (1: the image alone), ``refine`` from ``@refine=<R>`` (0:
-    inductive)."""
+    inductive), ``members`` the runs after the first of a ``protonet:a+b`` ensemble."""
 
     label: str
     kind: str
@@ -80,6 +85,7 @@ class MethodSpec:
     adapt: tuple[tuple[str, int | float], ...] = ()
     views: int = 1
     refine: int = 0
+    members: tuple[Path, ...] = ()
 
     @property
     def is_finetune(self) -> bool:
@@ -119,6 +125,14 @@ def parse_method(text: str) -> MethodSpec:
         raise MethodError(f"method {text!r}: {kind} needs {what}, e.g. {kind}:runs/<name>/best.pt")
     if kind == "finetune-linear":
         kind = "finetune"
+    first, *members = path.split("+")
+    if members and kind != "protonet":
+        raise MethodError(
+            f"method {text!r}: runs joined by + are an ensemble of ProtoNets' features, so only "
+            "protonet takes them"
+        )
+    if members and not all([first, *members]):
+        raise MethodError(f"method {text!r}: an empty checkpoint around +; write protonet:runs/a+runs/b")
     views = [c for c in changes if c.partition("=")[0] == "views"]
     refine = [c for c in changes if c.partition("=")[0] == "refine"]
     adapt = tuple(_parse_adapt(text, kind, change) for change in changes if change not in views + refine)
@@ -138,7 +152,14 @@ def parse_method(text: str) -> MethodSpec:
         _parse_count(text, kind, refine, ("protonet",), "refines ProtoNet's class means") if refine else 0
     )
     return MethodSpec(
-        label.strip() or default_label, kind, Path(path) if path else None, freeze, adapt, n_views, n_refine
+        label.strip() or default_label,
+        kind,
+        Path(first) if first else None,
+        freeze,
+        adapt,
+        n_views,
+        n_refine,
+        tuple(Path(m) for m in members),
     )
 
 
@@ -219,13 +240,12 @@ def build_method(spec: MethodSpec, ctx: BuildContext) -> Learner:
             backbone, ctx, mode="full", batch_norm="batch", backbone_lr=ctx.finetune.lr
         )
         return learner.to(ctx.device).eval()
-    path = resolve_checkpoint(spec.checkpoint)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    config = state.get("config") if isinstance(state, dict) else None
-    if config is not None and ctx.evaluated is not None:
-        _check_unseen(spec, path, ctx.evaluated)
+    path, state, config = _load(spec, spec.checkpoint, ctx)
     if spec.kind in RUN_KINDS:
         learner = _from_run(spec, path, state, config, ctx)
+        if spec.members:  # a protonet ensemble
+            others = [_from_run(spec, *_load(spec, member, ctx), ctx) for member in spec.members]
+            learner.backbone = FeatureEnsemble([learner.backbone, *(o.backbone for o in others)])
         if spec.views > 1:  # a protonet run
             learner.backbone = ViewAveraged(learner.backbone, spec.views, ctx.seed)
         if spec.refine:  # the same
@@ -262,6 +282,17 @@ def build_method(spec: MethodSpec, ctx: BuildContext) -> Learner:
     return learner.to(ctx.device).eval()
 
 
+def _load(spec: MethodSpec, checkpoint: Path, ctx: BuildContext) -> tuple[Path, Any, dict | None]:
+    """A checkpoint's file, its content and its run config (``None`` for a bare state_dict),
+    refused if the run was trained on the evaluated classes."""
+    path = resolve_checkpoint(checkpoint)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    config = state.get("config") if isinstance(state, dict) else None
+    if config is not None and ctx.evaluated is not None:
+        _check_unseen(spec, path, ctx.evaluated)
+    return path, state, config
+
+
 def _finetune(backbone: torch.nn.Module, ctx: BuildContext, **kwargs: Any) -> FineTune:
     """FineTune with the evaluation's ``finetune`` settings; ``kwargs`` override them."""
     f = ctx.finetune
@@ -289,7 +320,7 @@ def _from_run(spec: MethodSpec, path: Path, state: Any, config: dict | None, ctx
         )
     trained = config["learner"]
     if trained not in RUN_KINDS[spec.kind]:
-        fix = f"{trained}:{spec.checkpoint}" if trained in RUN_KINDS else f"finetune:{spec.checkpoint}"
+        fix = f"{trained}:{path}" if trained in RUN_KINDS else f"finetune:{path}"
         raise MethodError(
             f"method {spec.label!r}: {str(path)!r} is a {trained} checkpoint; write it as {fix}"
         )

@@ -44,8 +44,8 @@ class Reused:
 
 def method_records(specs: list[MethodSpec]) -> dict[str, dict[str, Any]]:
     """What identifies each method's predictions: kind, frozen blocks, checkpoint and its SHA-256,
-    and the changes to its test-time adaptation, its averaged views and its refinement rounds (only
-    where there are some)."""
+    and the changes to its test-time adaptation, its averaged views, its refinement rounds and
+    the other runs of an ensemble (only where there are some)."""
     records = {}
     for spec in specs:
         path = resolve_checkpoint(spec.checkpoint) if spec.checkpoint is not None else None
@@ -53,8 +53,11 @@ def method_records(specs: list[MethodSpec]) -> dict[str, dict[str, Any]]:
             "kind": spec.kind,
             "freeze_blocks": spec.freeze_blocks,
             "checkpoint": str(path) if path else None,
-            "sha256": hashlib.sha256(path.read_bytes()).hexdigest() if path else None,
+            "sha256": _sha256(path) if path else None,
         }
+        if spec.members:
+            members = [resolve_checkpoint(m) for m in spec.members]
+            records[spec.label]["members"] = [{"checkpoint": str(m), "sha256": _sha256(m)} for m in members]
         if spec.adapt:
             records[spec.label]["adapt"] = dict(spec.adapt)
         if spec.views > 1:
@@ -62,6 +65,10 @@ def method_records(specs: list[MethodSpec]) -> dict[str, dict[str, Any]]:
         if spec.refine:
             records[spec.label]["refine"] = spec.refine
     return records
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def scores_state(scores: dict[str, dict[str, Scores]]) -> dict[str, Any]:
@@ -131,5 +138,10 @@ def load_reused(
 
 
 def _identity(record: dict[str, Any] | None) -> dict[str, Any] | None:
-    """What must match for a method's scores to be reused: not where its checkpoint lies."""
-    return None if record is None else {k: v for k, v in record.items() if k != "checkpoint"}
+    """What must match for a method's scores to be reused: not where its checkpoints lie."""
+    if record is None:
+        return None
+    identity = {k: v for k, v in record.items() if k != "checkpoint"}
+    if "members" in identity:
+        identity["members"] = [m["sha256"] for m in identity["members"]]
+    return identity

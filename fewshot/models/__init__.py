@@ -1,5 +1,6 @@
-"""Networks: backbones (Conv-4, ResNet-12, torchvision ResNets), the N-way classifier, and a
-backbone whose features are averaged over fixed affine views of each image."""
+"""Networks: backbones (Conv-4, ResNet-12, torchvision ResNets), the N-way classifier, a
+backbone whose features are averaged over fixed affine views of each image, and several
+backbones' features side by side."""
 
 from fewshot.models.backbones import Conv4, ResNet12, TorchvisionBackbone, channels_last
 from fewshot.models.classifier import (
@@ -9,12 +10,14 @@ from fewshot.models.classifier import (
     build_model,
     load_backbone_weights,
 )
+from fewshot.models.ensemble import FeatureEnsemble
 from fewshot.models.views import ViewAveraged
 
 __all__ = [
     "BACKBONES",
     "Classifier",
     "Conv4",
+    "FeatureEnsemble",
     "ResNet12",
     "TorchvisionBackbone",
     "ViewAveraged",
