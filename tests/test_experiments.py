@@ -30,7 +30,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     )
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 64
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 69
     assert {
         "maml-10steps",
         "maml-pretrained-10steps",
@@ -61,6 +61,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "protonet-flip-5k-trainval-nopool-16views-refine2",
         "protonet-flip-5k-trainval-s1-16views",
         "protonet-flip-5k-trainval-x2-16views-refine2",
+        "protonet-flip-5k-trainval-x3-16views",
     } <= set(report["methods"])
     # the -flip runs train on 8 classes per character (rotations and mirror images), the others on 4
     for run in ("pretrain", "protonet", "protomaml-protonet", "maml-pretrained"):
@@ -88,6 +89,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "protonet-flip-trainval",
         "protonet-flip-5k-trainval",
         "protonet-flip-5k-trainval-s1",
+        "protonet-flip-5k-trainval-s2",
         "protomaml-protonet-flip-5k-trainval",
         "protonet-flip-5k-trainval-nopool",
     ):
@@ -95,12 +97,15 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         assert split.manifest == str(tmp_path / "small1_trainval.json")
         assert len(json.loads((tmp_path / run / "split.json").read_text())["splits"]["base"]) == 136
         assert methods[run]["checkpoint"] == str(tmp_path / run / "last.pt")
-    assert OmegaConf.load(tmp_path / "protonet-flip-5k-trainval-s1" / "config.yaml").train.seed == 1
-    ensemble = methods["protonet-flip-5k-trainval-x2-16views-refine2"]  # both seeds' features side by side
-    assert ensemble["checkpoint"] == methods["protonet-flip-5k-trainval"]["checkpoint"]
-    assert [m["checkpoint"] for m in ensemble["members"]] == [
-        methods["protonet-flip-5k-trainval-s1"]["checkpoint"]
-    ]
+    for seed in (1, 2):
+        assert (
+            OmegaConf.load(tmp_path / f"protonet-flip-5k-trainval-s{seed}" / "config.yaml").train.seed == seed
+        )
+    for n, seeds in ((2, ["-s1"]), (3, ["-s1", "-s2"])):  # the seeds' features side by side
+        ensemble = methods[f"protonet-flip-5k-trainval-x{n}-16views-refine2"]
+        assert ensemble["checkpoint"] == methods["protonet-flip-5k-trainval"]["checkpoint"]
+        expected = [methods[f"protonet-flip-5k-trainval{s}"]["checkpoint"] for s in seeds]
+        assert [m["checkpoint"] for m in ensemble["members"]] == expected
     assert methods["protonet-flip-5k"]["checkpoint"] == str(tmp_path / "protonet-flip-5k" / "best.pt")
     for key in report["settings"]:
         assert set(report["results"][key]) == set(report["methods"])

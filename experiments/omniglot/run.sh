@@ -124,9 +124,12 @@ train protomaml2-protonet-flip maml protomaml "model.pretrained=$OUT/protonet-fl
 train protonet-flip-5k protonet protonet data.reflections=true train.steps=5000 train.val_every=1000
 train protonet-flip-trainval protonet protonet data.reflections=true "$TRAINVAL"
 train protonet-flip-5k-trainval protonet protonet data.reflections=true train.steps=5000 train.val_every=1000 "$TRAINVAL"
-# Its second seed (session 24's command; run.sh trains it since session 27, for the ensemble below).
-train protonet-flip-5k-trainval-s1 protonet protonet data.reflections=true train.steps=5000 train.val_every=1000 \
-  "$TRAINVAL" train.seed=1
+# Its second and third seeds (session 24's command for the second; run.sh trains both since
+# session 27, for the ensembles below).
+for seed in 1 2; do
+  train protonet-flip-5k-trainval-s$seed protonet protonet data.reflections=true train.steps=5000 train.val_every=1000 \
+    "$TRAINVAL" train.seed=$seed
+done
 # Proto-MAML from protonet-flip-5k-trainval (session 24), on the same classes, for 2,500 steps.
 train protomaml-protonet-flip-5k-trainval fomaml protomaml "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" \
   optim.lr=0.0001 data.reflections=true "$TRAINVAL" train.steps=2500 \
@@ -152,7 +155,8 @@ declare -A TEST_STEPS=([maml]=10 [maml-pretrained]=10 [maml-pretrained-flip]=10 
 # Test-time views chosen on the validation characters (session 22; README): these runs are also
 # scored as <run>-<V>views, each image's features averaged over it and V - 1 affine copies.
 declare -A VIEWS=([protonet-flip]=16 [protonet-flip-w128]=16 [protonet-flip-5k]=16 [protonet-flip-trainval]=16
-                  [protonet-flip-5k-trainval]=16 [protonet-flip-5k-trainval-s1]=16 [protonet-flip-nopool]=16
+                  [protonet-flip-5k-trainval]=16 [protonet-flip-5k-trainval-s1]=16 [protonet-flip-5k-trainval-s2]=16
+                  [protonet-flip-nopool]=16
                   [protonet-flip-5k-trainval-nopool]=16)
 # Transductive rounds chosen on the validation characters (session 26; README): these runs are also
 # scored as <run>-refine<R> and <run>-<V>views-refine<R>, their class means refined with each
@@ -161,14 +165,15 @@ declare -A REFINE=([protonet-flip]=2 [protonet-flip-5k-trainval]=2 [protonet-fli
                    [protonet-flip-5k-trainval-nopool]=2)
 # The checkpoint scored, where it is not the best on validation.
 declare -A CHECKPOINT=([protonet-flip-trainval]=last.pt [protonet-flip-5k-trainval]=last.pt
-                       [protonet-flip-5k-trainval-s1]=last.pt [protomaml-protonet-flip-5k-trainval]=last.pt
+                       [protonet-flip-5k-trainval-s1]=last.pt [protonet-flip-5k-trainval-s2]=last.pt
+                       [protomaml-protonet-flip-5k-trainval]=last.pt
                        [protonet-flip-5k-trainval-nopool]=last.pt)
 declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml20-pretrained]=maml
                  [protonet-flip]=protonet [protonet-flip-elastic]=protonet [protonet5-flip]=protonet
                  [protomaml-protonet-flip]=fomaml [protonet-flip-w128]=protonet
                  [protomaml2-protonet-flip]=maml [maml-pretrained-flip]=maml [protonet-flip-5k]=protonet
                  [protonet-flip-trainval]=protonet [protonet-flip-5k-trainval]=protonet
-                 [protonet-flip-5k-trainval-s1]=protonet
+                 [protonet-flip-5k-trainval-s1]=protonet [protonet-flip-5k-trainval-s2]=protonet
                  [protomaml-protonet-flip-5k-trainval]=fomaml [maml-protonet-flip]=maml
                  [protoreptile-protonet-flip]=reptile [protonet-flip-nopool]=protonet
                  [protonet-flip-5k-trainval-nopool]=protonet)  # the learner of runs not named after theirs
@@ -177,7 +182,7 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
            reptile reptile-pretrained protonet protonet-pretrained protonet-flip protomaml-protonet-flip \
            maml-pretrained-flip protonet-flip-elastic protonet5-flip protonet-flip-w128 protomaml2-protonet-flip \
            protonet-flip-5k protonet-flip-trainval protonet-flip-5k-trainval protonet-flip-5k-trainval-s1 \
-           protomaml-protonet-flip-5k-trainval \
+           protonet-flip-5k-trainval-s2 protomaml-protonet-flip-5k-trainval \
            maml-protonet-flip protoreptile-protonet-flip protonet-flip-nopool protonet-flip-5k-trainval-nopool; do
   checkpoint=${CHECKPOINT[$run]:-best.pt}
   [[ -f "$OUT/$run/$checkpoint" ]] || continue
@@ -193,14 +198,19 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
   [[ -n $refine ]] && candidates+=("$run-refine$refine=$kind:$source@refine=$refine")
   [[ -n $refine && -n $views ]] && candidates+=("$run-${views}views-refine$refine=$kind:$source@views=$views@refine=$refine")
 done
-# Both seeds of protonet-flip-5k-trainval as one ProtoNet (session 27): each image's features from
-# both networks side by side, so the logits are the sum of the two runs' own; with the views and
-# refinement rounds chosen for one run.
-pair="$OUT/protonet-flip-5k-trainval/last.pt+$OUT/protonet-flip-5k-trainval-s1/last.pt"
-if [[ -f "${pair%+*}" && -f "${pair#*+}" ]]; then
-  candidates+=("protonet-flip-5k-trainval-x2=protonet:$pair" "protonet-flip-5k-trainval-x2-16views=protonet:$pair@views=16"
-               "protonet-flip-5k-trainval-x2-16views-refine2=protonet:$pair@views=16@refine=2")
-fi
+# Two and three seeds of protonet-flip-5k-trainval as one ProtoNet (session 27): each image's
+# features from every network side by side, so the logits are the sum of the runs' own; with the
+# views and refinement rounds chosen for one run.
+members=()
+for seed in "" -s1 -s2; do
+  [[ -f "$OUT/protonet-flip-5k-trainval$seed/last.pt" ]] && members+=("$OUT/protonet-flip-5k-trainval$seed/last.pt")
+done
+for n in 2 3; do
+  [[ ${#members[@]} -ge $n ]] || continue
+  runs=$(IFS=+; echo "${members[*]:0:$n}")
+  candidates+=("protonet-flip-5k-trainval-x$n=protonet:$runs" "protonet-flip-5k-trainval-x$n-16views=protonet:$runs@views=16"
+               "protonet-flip-5k-trainval-x$n-16views-refine2=protonet:$runs@views=16@refine=2")
+done
 if [[ -f "$OUT/pretrain/best.pt" ]]; then
   # full fine-tuning at the default backbone lr (0.001) and at the one chosen on the validation
   # characters (0.0001, 20-way 5-shot; README), where no episode collapses to chance
