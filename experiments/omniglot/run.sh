@@ -156,8 +156,7 @@ declare -A TEST_STEPS=([maml]=10 [maml-pretrained]=10 [maml-pretrained-flip]=10 
 # scored as <run>-<V>views, each image's features averaged over it and V - 1 affine copies.
 declare -A VIEWS=([protonet-flip]=16 [protonet-flip-w128]=16 [protonet-flip-5k]=16 [protonet-flip-trainval]=16
                   [protonet-flip-5k-trainval]=16 [protonet-flip-5k-trainval-s1]=16 [protonet-flip-5k-trainval-s2]=16
-                  [protonet-flip-nopool]=16
-                  [protonet-flip-5k-trainval-nopool]=16)
+                  [protonet-flip-nopool]=16 [protonet-flip-5k-trainval-nopool]=16)
 # Transductive rounds chosen on the validation characters (session 26; README): these runs are also
 # scored as <run>-refine<R> and <run>-<V>views-refine<R>, their class means refined with each
 # episode's unlabelled queries by R rounds of soft k-means.
@@ -166,8 +165,7 @@ declare -A REFINE=([protonet-flip]=2 [protonet-flip-5k-trainval]=2 [protonet-fli
 # The checkpoint scored, where it is not the best on validation.
 declare -A CHECKPOINT=([protonet-flip-trainval]=last.pt [protonet-flip-5k-trainval]=last.pt
                        [protonet-flip-5k-trainval-s1]=last.pt [protonet-flip-5k-trainval-s2]=last.pt
-                       [protomaml-protonet-flip-5k-trainval]=last.pt
-                       [protonet-flip-5k-trainval-nopool]=last.pt)
+                       [protomaml-protonet-flip-5k-trainval]=last.pt [protonet-flip-5k-trainval-nopool]=last.pt)
 declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml20-pretrained]=maml
                  [protonet-flip]=protonet [protonet-flip-elastic]=protonet [protonet5-flip]=protonet
                  [protomaml-protonet-flip]=fomaml [protonet-flip-w128]=protonet
