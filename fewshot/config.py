@@ -77,6 +77,7 @@ class InnerConfig:
     test_lr: float | None = None  # default: lr
     test_steps: int | None = None  # default: steps
     proto_head: bool = False  # maml/fomaml/metasgd/anil/reptile: each task's head starts from class means
+    zero_head: bool = False  # maml/fomaml/metasgd/anil: each task's head starts from zero (Kao et al.)
     optimizer: str = "sgd"  # reptile: sgd | adam
 
 
@@ -405,8 +406,9 @@ def _check_eval(cfg: DictConfig) -> None:
         raise ConfigError(f"q_query must be >= 1, got {cfg.q_query}")
 
 
-# Learners whose inner loop adapts a linear head that inner.proto_head can initialise.
+# Learners whose inner loop adapts a linear head that inner.proto_head or inner.zero_head can initialise.
 PROTO_HEAD_LEARNERS = ("maml", "fomaml", "metasgd", "anil", "reptile")
+ZERO_HEAD_LEARNERS = ("maml", "fomaml", "metasgd", "anil")
 
 
 def _check(cfg: DictConfig) -> None:
@@ -430,4 +432,15 @@ def _check(cfg: DictConfig) -> None:
         raise ConfigError(
             f"inner.proto_head=true has no effect on {cfg.learner}: only "
             f"{', '.join(PROTO_HEAD_LEARNERS)} adapt a head; drop the override or pick one of them"
+        )
+    if cfg.inner.zero_head and cfg.learner not in ZERO_HEAD_LEARNERS:
+        raise ConfigError(
+            f"inner.zero_head=true has no effect on {cfg.learner}: only "
+            f"{', '.join(ZERO_HEAD_LEARNERS)} start each task's head from zero; "
+            "drop the override or pick one of them"
+        )
+    if cfg.inner.zero_head and cfg.inner.proto_head:
+        raise ConfigError(
+            "inner.zero_head=true and inner.proto_head=true are two starts for the head; "
+            "set one of them to false"
         )

@@ -132,6 +132,7 @@ def build_learner(cfg: DictConfig, channels: int, image_size: int, n_base: int) 
         test_steps=inner.test_steps,
         test_lr=inner.test_lr,
         proto_head=proto_head,
+        zero_head=inner.get("zero_head", False),
     )
 
 

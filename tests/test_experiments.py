@@ -30,7 +30,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     )
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 69
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 71
     assert {
         "maml-10steps",
         "maml-pretrained-10steps",
@@ -62,6 +62,8 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "protonet-flip-5k-trainval-s1-16views",
         "protonet-flip-5k-trainval-x2-16views-refine2",
         "protonet-flip-5k-trainval-x3-16views",
+        "maml-zero-protonet-flip-5k-trainval",
+        "maml-zero-pretrained-flip",
     } <= set(report["methods"])
     # the -flip runs train on 8 classes per character (rotations and mirror images), the others on 4
     for run in ("pretrain", "protonet", "protomaml-protonet", "maml-pretrained"):
@@ -76,6 +78,14 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         cfg = OmegaConf.load(tmp_path / run / "config.yaml")
         assert cfg.model.pretrained == str(tmp_path / "protonet-flip" / "best.pt")
         assert cfg.inner.proto_head is (run == "protoreptile-protonet-flip")
+    # the session-28 MAML runs start every task's head from zero, from ProtoNet's and the pretrained backbone
+    for run, start in (
+        ("maml-zero-protonet-flip-5k-trainval", "protonet-flip-5k-trainval/last.pt"),
+        ("maml-zero-pretrained-flip", "pretrain-flip/best.pt"),
+    ):
+        cfg = OmegaConf.load(tmp_path / run / "config.yaml")
+        assert cfg.model.pretrained == str(tmp_path / start) and cfg.inner.zero_head is True
+        assert (cfg.inner.steps, cfg.inner.first_order, cfg.data.reflections) == (2, False, True)
     methods = json.loads((tmp_path / "eval" / "methods.json").read_text())
     assert methods["protonet-flip-16views"]["views"] == 16 and "views" not in methods["protonet-flip"]
     refined = methods["protonet-flip-16views-refine2"]
@@ -92,6 +102,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "protonet-flip-5k-trainval-s2",
         "protomaml-protonet-flip-5k-trainval",
         "protonet-flip-5k-trainval-nopool",
+        "maml-zero-protonet-flip-5k-trainval",
     ):
         split = OmegaConf.load(tmp_path / run / "config.yaml").data.split
         assert split.manifest == str(tmp_path / "small1_trainval.json")

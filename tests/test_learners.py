@@ -93,15 +93,17 @@ def test_meta_gradient_equals_learn2learn_and_higher(small_synthetic, steps, fir
 
 
 @pytest.mark.parametrize(
-    "cls, proto_head", [(MAML, False), (ANIL, False), (MetaSGD, False), (MAML, True), (ANIL, True)]
+    "cls, head",
+    [(MAML, {}), (ANIL, {}), (MetaSGD, {}), (MAML, {"proto_head": True}), (ANIL, {"proto_head": True})]
+    + [(MAML, {"zero_head": True})],
 )
-def test_vmap_equals_loop(small_synthetic, cls, proto_head):
+def test_vmap_equals_loop(small_synthetic, cls, head):
     batch = _double_batch(small_synthetic, tasks=2)
     grads = {}
     for strategy in ("loop", "vmap"):
         torch.manual_seed(0)
         model = build_model("conv4", 5).double()
-        learner = cls(model, inner_lr=0.1, inner_steps=2, strategy=strategy, proto_head=proto_head)
+        learner = cls(model, inner_lr=0.1, inner_steps=2, strategy=strategy, **head)
         loss, _ = learner.meta_loss(batch)
         loss.backward()
         grads[strategy] = torch.cat([p.grad.flatten() for p in learner.parameters() if p.grad is not None])
@@ -149,12 +151,33 @@ def test_refined_prototypes_follow_the_queries():
     torch.testing.assert_close(batched, refined.expand(3, 2, 2))
 
 
-def test_proto_maml_meta_gradient_reaches_the_backbone_only(small_synthetic):
-    """Proto-MAML's meta-gradient reaches the backbone through the class means, not the unused head."""
+def test_zero_head_first_step_is_a_class_mean_head(small_synthetic):
+    """From a zero head one inner step leaves the backbone and makes row k of a 3-way head
+    (a 5-way model on a 3-way episode) ``lr / M * sum_i (y_ik - 1/3) h_i``: class means,
+    centred, with a zero bias."""
+    torch.manual_seed(0)
+    model = build_model("conv4", 5).double()
+    ep = _double_batch(small_synthetic, n=3, k=2, q=3)
+    sx, sy, qx = ep.support_x[0], ep.support_y[0], ep.query_x[0]
+    params = dict(model.backbone.named_parameters())
+    h = forward(model.backbone, params, sx)
+    rows = 0.3 / len(sy) * (F.one_hot(sy, 3).double() - 1 / 3).T @ h
+    expected = forward(model.backbone, params, qx) @ rows.T
+    adapted = MAML(model, inner_lr=0.3, test_steps=1, zero_head=True).adapt(sx, sy)(qx)
+    torch.testing.assert_close(adapted, expected)
+    assert not torch.allclose(MAML(model, inner_lr=0.3, test_steps=1).adapt(sx, sy)(qx), expected)
+    with pytest.raises(ValueError, match="pick one"):
+        MAML(model, proto_head=True, zero_head=True)
+
+
+@pytest.mark.parametrize("head", ["proto_head", "zero_head"])
+def test_meta_gradient_reaches_the_backbone_only_with_a_head_made_per_task(small_synthetic, head):
+    """With the class-mean head (Proto-MAML) or a zero head, the meta-gradient reaches the
+    backbone, and the model's own head is never used."""
     torch.manual_seed(0)
     model = build_model("conv4", 5).double()
     batch = _double_batch(small_synthetic, tasks=2)
-    MAML(model, inner_lr=0.1, first_order=True, proto_head=True).meta_loss(batch)[0].backward()
+    MAML(model, inner_lr=0.1, inner_steps=2, **{head: True}).meta_loss(batch)[0].backward()
     assert model.head.weight.grad is None and model.head.bias.grad is None
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.parameters())
 

@@ -11,7 +11,15 @@ import pytest
 import torch
 
 from fewshot.config import ConfigError, load_config
-from fewshot.train import TrainingError, load_checkpoint, load_splits, main, save_checkpoint, train
+from fewshot.train import (
+    TrainingError,
+    build_learner,
+    load_checkpoint,
+    load_splits,
+    main,
+    save_checkpoint,
+    train,
+)
 
 TINY = [
     "data.num_classes=200",
@@ -93,6 +101,16 @@ def test_proto_head_only_for_head_adapting_learners(learner):
     assert load_config("anil", ["inner.proto_head=true"]).inner.proto_head is True
     with pytest.raises(ConfigError, match=f"inner.proto_head=true has no effect on {learner}"):
         load_config(learner, ["inner.proto_head=true"])
+
+
+@pytest.mark.parametrize("learner", ["reptile", "protonet"])
+def test_zero_head_only_for_maml_learners(learner):
+    cfg = load_config("fomaml", ["inner.zero_head=true"])
+    assert build_learner(cfg, 1, 28, 5).zero_head is True
+    with pytest.raises(ConfigError, match=f"inner.zero_head=true has no effect on {learner}"):
+        load_config(learner, ["inner.zero_head=true"])
+    with pytest.raises(ConfigError, match="two starts for the head"):
+        load_config("maml", ["inner.zero_head=true", "inner.proto_head=true"])
 
 
 def test_unknown_learner_suggests():

@@ -5,7 +5,8 @@ pretrained on the base classes has larger features, and one step of 0.4 on its n
 overshoots. This scores MAML adaptation from the pretrained weights (new head, 3 test
 steps) on the held-out *validation* characters for several inner lrs, so the choice for the
 ``-pretrained`` runs is made without touching the novel classes. ``--proto-head`` starts
-the head from the support set's class means (Proto-MAML), whose logits are larger still.
+the head from the support set's class means (Proto-MAML), whose logits are larger still;
+``--zero-head`` from zero (Kao et al. 2022), which one inner step turns into class means.
 
     python experiments/omniglot/inner_lr_at_init.py --run runs/omniglot/pretrain --lrs 0.4 0.1 0.05 0.03
     python experiments/omniglot/inner_lr_at_init.py --proto-head --setting 20w5s --lrs 0 0.01 0.03 0.1
@@ -31,7 +32,9 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=200)
     parser.add_argument("--steps", type=int, default=3, help="inner steps at test time")
     parser.add_argument("--setting", default="5w1s", help="N-way K-shot of the validation episodes")
-    parser.add_argument("--proto-head", action="store_true", help="head from class means (Proto-MAML)")
+    head = parser.add_mutually_exclusive_group()
+    head.add_argument("--proto-head", action="store_true", help="head from class means (Proto-MAML)")
+    head.add_argument("--zero-head", action="store_true", help="head from zero (Kao et al. 2022)")
     args = parser.parse_args()
     run = Path(args.run)
     if not (run / "config.yaml").is_file() or not (run / "best.pt").is_file():
@@ -47,7 +50,8 @@ def main() -> None:
     for lr in args.lrs:
         torch.manual_seed(0)
         model = build_model(cfg.model.backbone, 5, channels, image_size, pretrained=run / "best.pt")
-        learner = MAML(model, inner_lr=lr, test_steps=args.steps, proto_head=args.proto_head).eval()
+        head = {"proto_head": args.proto_head, "zero_head": args.zero_head}
+        learner = MAML(model, inner_lr=lr, test_steps=args.steps, **head).eval()
         accuracy = validate(learner, sampler, args.episodes, "cpu", pretrain=False)
         print(f"inner lr {lr}: {setting} validation {accuracy} on {args.episodes} episodes", flush=True)
 

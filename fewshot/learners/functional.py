@@ -125,6 +125,18 @@ def fit_head(params: Params, n_way: int, prefix: str = "head.") -> Params:
     return out
 
 
+def zero_head(params: Params, prefix: str = "head.") -> Params:
+    """The parameters with every head entry zero (the zeroing trick of Kao et al. 2022).
+
+    From a zero head the first inner step leaves the backbone where it is (no gradient
+    reaches it through a zero head) and makes row ``k`` of the head proportional to the
+    class mean of class ``k`` minus the mean over the support set: every task starts from a
+    nearest-mean rule on the meta-learned features, at any number of ways, and no row has
+    to be meta-learned for labels that are a random order of the episode's classes.
+    """
+    return {n: torch.zeros_like(p) if n.startswith(prefix) else p for n, p in params.items()}
+
+
 def cross_entropy_and_accuracy(
     logits: torch.Tensor, labels: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,6 +24,7 @@ from fewshot.learners.functional import (
     gradient_steps,
     parameters,
     submodule_params,
+    zero_head,
 )
 from fewshot.learners.protonet import prototype_head
 from fewshot.learners.threads import adapt_each, map_tasks, replica, resolve, workers
@@ -51,6 +52,10 @@ class MAML(MetaLearner):
             Triantafillou et al. 2020): before any inner step the predictions are
             ProtoNet's, for any number of ways, instead of a head whose rows belong to no
             class. The meta-gradient flows through the class means to the backbone.
+        zero_head: start every task's head from zero (Kao et al. 2022,
+            :func:`~fewshot.learners.functional.zero_head`): the first inner step turns it into
+            a class-mean head, so no head is meta-learned and every number of ways starts
+            alike. Not with ``proto_head``.
 
     Example:
         >>> maml = MAML(build_model("conv4", n_way=5), inner_lr=0.4, inner_steps=1)
@@ -72,8 +77,11 @@ class MAML(MetaLearner):
         strategy: str = "auto",
         channels_last: bool = True,
         proto_head: bool = False,
+        zero_head: bool = False,
     ):
         super().__init__()
+        if proto_head and zero_head:
+            raise ValueError("proto_head and zero_head are two starts for the head; pick one")
         if strategy not in ("auto", "loop", "threads", "vmap"):
             raise ValueError(f"strategy must be 'auto', 'loop', 'threads' or 'vmap', got {strategy!r}")
         if inner_steps < 1:
@@ -82,7 +90,8 @@ class MAML(MetaLearner):
         self.inner_lr, self.inner_steps, self.first_order = inner_lr, inner_steps, first_order
         self.test_steps = inner_steps if test_steps is None else test_steps
         self.test_lr = inner_lr if test_lr is None else test_lr
-        self.strategy, self.channels_last, self.proto_head = strategy, channels_last, proto_head
+        self.strategy, self.channels_last = strategy, channels_last
+        self.proto_head, self.zero_head = proto_head, zero_head
         self._in_vmap = False  # set while a batch of tasks runs under torch.vmap
 
     # -- what the variants override -------------------------------------------------
@@ -122,6 +131,8 @@ class MAML(MetaLearner):
         if self.proto_head:
             n_way = params["head.weight"].shape[0]
             params = {**params, **prototype_head(self._features(params, h), sy, n_way)}
+        elif self.zero_head:
+            params = zero_head(params)
 
         def support_loss(p: Params) -> torch.Tensor:
             return F.cross_entropy(self._classify(p, h), sy)
