@@ -30,7 +30,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     )
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 71
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 73
     assert {
         "maml-10steps",
         "maml-pretrained-10steps",
@@ -62,8 +62,8 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "protonet-flip-5k-trainval-s1-16views",
         "protonet-flip-5k-trainval-x2-16views-refine2",
         "protonet-flip-5k-trainval-x3-16views",
-        "maml-zero-protonet-flip-5k-trainval",
-        "maml-zero-pretrained-flip",
+        "maml-zero-protonet-flip-5k-trainval-10steps",
+        "maml-zero-pretrained-flip-10steps",
     } <= set(report["methods"])
     # the -flip runs train on 8 classes per character (rotations and mirror images), the others on 4
     for run in ("pretrain", "protonet", "protomaml-protonet", "maml-pretrained"):

@@ -162,7 +162,7 @@ train maml-zero-pretrained-flip maml maml-zero "model.pretrained=$OUT/pretrain-f
 # Test steps chosen on the validation characters (test_steps_on_val.py; README): these runs are
 # scored as trained and, as <run>-<N>steps, with N test steps.
 declare -A TEST_STEPS=([maml]=10 [maml-pretrained]=10 [maml-pretrained-flip]=10 [maml20-pretrained]=10 [fomaml-pretrained]=10 [fomaml]=10 [reptile]=30
-                         [maml-protonet-flip]=25)
+                         [maml-protonet-flip]=25 [maml-zero-protonet-flip-5k-trainval]=10 [maml-zero-pretrained-flip]=10)
 # Test-time views chosen on the validation characters (session 22; README): these runs are also
 # scored as <run>-<V>views, each image's features averaged over it and V - 1 affine copies.
 declare -A VIEWS=([protonet-flip]=16 [protonet-flip-w128]=16 [protonet-flip-5k]=16 [protonet-flip-trainval]=16

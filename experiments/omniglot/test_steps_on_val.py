@@ -31,10 +31,13 @@ def main() -> None:
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 5])
     parser.add_argument("--lrs", type=float, nargs="+", default=None, help="test lrs (default: the run's)")
     parser.add_argument("--episodes", type=int, default=100)
+    parser.add_argument("--checkpoint", default="best.pt", help="last.pt for a run scored from its last step")
     args = parser.parse_args()
-    checkpoint = Path(args.run) / "best.pt"
+    checkpoint = Path(args.run) / args.checkpoint
     if not checkpoint.is_file():
-        parser.error(f"--run {args.run}: no best.pt there; give a finished maml/fomaml/reptile run directory")
+        parser.error(
+            f"--run {args.run}: no {args.checkpoint} there; give a finished maml/fomaml/reptile run directory"
+        )
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     cfg = OmegaConf.create(state["config"])
     cfg.model.pretrained = None  # the run's own weights follow
