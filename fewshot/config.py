@@ -406,9 +406,11 @@ def _check_eval(cfg: DictConfig) -> None:
         raise ConfigError(f"q_query must be >= 1, got {cfg.q_query}")
 
 
-# Learners whose inner loop adapts a linear head that inner.proto_head or inner.zero_head can initialise.
-PROTO_HEAD_LEARNERS = ("maml", "fomaml", "metasgd", "anil", "reptile")
-ZERO_HEAD_LEARNERS = ("maml", "fomaml", "metasgd", "anil")
+# How each task's head can start, the learners that honour it, and what those learners do.
+HEAD_STARTS = {
+    "proto_head": (("maml", "fomaml", "metasgd", "anil", "reptile"), "adapt a head"),
+    "zero_head": (("maml", "fomaml", "metasgd", "anil"), "start each task's head from zero"),
+}
 
 
 def _check(cfg: DictConfig) -> None:
@@ -428,17 +430,12 @@ def _check(cfg: DictConfig) -> None:
             "train.batch_size",
         ),
     )
-    if cfg.inner.proto_head and cfg.learner not in PROTO_HEAD_LEARNERS:
-        raise ConfigError(
-            f"inner.proto_head=true has no effect on {cfg.learner}: only "
-            f"{', '.join(PROTO_HEAD_LEARNERS)} adapt a head; drop the override or pick one of them"
-        )
-    if cfg.inner.zero_head and cfg.learner not in ZERO_HEAD_LEARNERS:
-        raise ConfigError(
-            f"inner.zero_head=true has no effect on {cfg.learner}: only "
-            f"{', '.join(ZERO_HEAD_LEARNERS)} start each task's head from zero; "
-            "drop the override or pick one of them"
-        )
+    for key, (learners, what) in HEAD_STARTS.items():
+        if cfg.inner[key] and cfg.learner not in learners:
+            raise ConfigError(
+                f"inner.{key}=true has no effect on {cfg.learner}: only {', '.join(learners)} {what}; "
+                "drop the override or pick one of them"
+            )
     if cfg.inner.zero_head and cfg.inner.proto_head:
         raise ConfigError(
             "inner.zero_head=true and inner.proto_head=true are two starts for the head; "

@@ -47,10 +47,10 @@ def main() -> None:
     splits, _ = load_splits(cfg.data, required=("base", "val"))
     sampler = setting.sampler(splits["val"], 5, seed=cfg.train.seed + 1)  # as training validates
     image_size, channels = splits["val"].image_shape[1], splits["val"].image_shape[0]
+    head = {"proto_head": args.proto_head, "zero_head": args.zero_head}
     for lr in args.lrs:
         torch.manual_seed(0)
         model = build_model(cfg.model.backbone, 5, channels, image_size, pretrained=run / "best.pt")
-        head = {"proto_head": args.proto_head, "zero_head": args.zero_head}
         learner = MAML(model, inner_lr=lr, test_steps=args.steps, **head).eval()
         accuracy = validate(learner, sampler, args.episodes, "cpu", pretrain=False)
         print(f"inner lr {lr}: {setting} validation {accuracy} on {args.episodes} episodes", flush=True)
