@@ -30,7 +30,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     )
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 73
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 79
     assert {
         "maml-10steps",
         "maml-pretrained-10steps",
@@ -64,6 +64,9 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "protonet-flip-5k-trainval-x3-16views",
         "maml-zero-protonet-flip-5k-trainval-10steps",
         "maml-zero-pretrained-flip-10steps",
+        "maml-zero-protonet-flip-5k-trainval-init-10steps",
+        "fomaml-zero-protonet-flip-5k-trainval-10steps",
+        "fomaml-zero-protonet-flip-5k-trainval-4500-10steps",
     } <= set(report["methods"])
     # the -flip runs train on 8 classes per character (rotations and mirror images), the others on 4
     for run in ("pretrain", "protonet", "protomaml-protonet", "maml-pretrained"):
@@ -78,14 +81,26 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         cfg = OmegaConf.load(tmp_path / run / "config.yaml")
         assert cfg.model.pretrained == str(tmp_path / "protonet-flip" / "best.pt")
         assert cfg.inner.proto_head is (run == "protoreptile-protonet-flip")
-    # the session-28 MAML runs start every task's head from zero, from ProtoNet's and the pretrained backbone
-    for run, start in (
-        ("maml-zero-protonet-flip-5k-trainval", "protonet-flip-5k-trainval/last.pt"),
-        ("maml-zero-pretrained-flip", "pretrain-flip/best.pt"),
+    # the session-28 and 29 MAML runs start every task's head from zero, from ProtoNet's or the supervised
+    # backbone
+    for run, start, first_order in (
+        ("maml-zero-protonet-flip-5k-trainval", "protonet-flip-5k-trainval/last.pt", False),
+        ("maml-zero-pretrained-flip", "pretrain-flip/best.pt", False),
+        ("maml-zero-protonet-flip-5k-trainval-init", "protonet-flip-5k-trainval/last.pt", False),
+        ("fomaml-zero-protonet-flip-5k-trainval", "protonet-flip-5k-trainval/last.pt", True),
+        ("fomaml-zero-protonet-flip-5k-trainval-4500", "protonet-flip-5k-trainval/last.pt", True),
     ):
         cfg = OmegaConf.load(tmp_path / run / "config.yaml")
         assert cfg.model.pretrained == str(tmp_path / start) and cfg.inner.zero_head is True
-        assert (cfg.inner.steps, cfg.inner.first_order, cfg.data.reflections) == (2, False, True)
+        assert (cfg.inner.steps, cfg.inner.first_order, cfg.data.reflections) == (2, first_order, True)
+
+    # the -init run is not meta-trained: its network is ProtoNet's, bit for bit (its head is never used)
+    def weights(run: str) -> dict[str, torch.Tensor]:
+        return torch.load(tmp_path / run / "last.pt", weights_only=True)["model"]
+
+    init, start = weights("maml-zero-protonet-flip-5k-trainval-init"), weights("protonet-flip-5k-trainval")
+    assert {k.removeprefix("model.") for k in init} - set(start) == {"head.weight", "head.bias"}
+    assert all(torch.equal(v, start[k.removeprefix("model.")]) for k, v in init.items() if "head" not in k)
     methods = json.loads((tmp_path / "eval" / "methods.json").read_text())
     assert methods["protonet-flip-16views"]["views"] == 16 and "views" not in methods["protonet-flip"]
     refined = methods["protonet-flip-16views-refine2"]
@@ -103,6 +118,9 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "protomaml-protonet-flip-5k-trainval",
         "protonet-flip-5k-trainval-nopool",
         "maml-zero-protonet-flip-5k-trainval",
+        "maml-zero-protonet-flip-5k-trainval-init",
+        "fomaml-zero-protonet-flip-5k-trainval",
+        "fomaml-zero-protonet-flip-5k-trainval-4500",
     ):
         split = OmegaConf.load(tmp_path / run / "config.yaml").data.split
         assert split.manifest == str(tmp_path / "small1_trainval.json")

@@ -157,12 +157,29 @@ train maml-zero-protonet-flip-5k-trainval maml maml-zero \
 # 88.48% with 0.05).
 train maml-zero-pretrained-flip maml maml-zero "model.pretrained=$OUT/pretrain-flip/best.pt" inner.lr=0.1 \
   data.reflections=true
+# Session 29. The ProtoNet-started run's start, not meta-trained: one step at outer lr 0 leaves
+# protonet-flip-5k-trainval's network as it is (compared bit for bit), so with a zero head and the
+# same test steps it is plain fine-tuning of ProtoNet's network on each support set, and against
+# maml-zero-protonet-flip-5k-trainval it measures what the hour of meta-training adds.
+train maml-zero-protonet-flip-5k-trainval-init maml maml-zero \
+  "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" optim.lr=0 train.steps=1 train.val_every=1 \
+  data.reflections=true "$TRAINVAL"
+# First-order MAML with a zero head from the same start, otherwise as the second-order run.
+train fomaml-zero-protonet-flip-5k-trainval fomaml maml-zero inner.first_order=true \
+  "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" optim.lr=0.0001 data.reflections=true "$TRAINVAL"
+# The same for three times the steps (about the second-order run's hour): its first 1,500 steps are
+# the run above (constant outer lr, same seed).
+train fomaml-zero-protonet-flip-5k-trainval-4500 fomaml maml-zero inner.first_order=true \
+  "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" optim.lr=0.0001 data.reflections=true "$TRAINVAL" \
+  train.steps=4500 train.val_every=500
 [[ $TRAIN_ONLY == 1 ]] && { echo "training done: $OUT"; exit 0; }
 
 # Test steps chosen on the validation characters (test_steps_on_val.py; README): these runs are
 # scored as trained and, as <run>-<N>steps, with N test steps.
 declare -A TEST_STEPS=([maml]=10 [maml-pretrained]=10 [maml-pretrained-flip]=10 [maml20-pretrained]=10 [fomaml-pretrained]=10 [fomaml]=10 [reptile]=30
-                         [maml-protonet-flip]=25 [maml-zero-protonet-flip-5k-trainval]=10 [maml-zero-pretrained-flip]=10)
+                         [maml-protonet-flip]=25 [maml-zero-protonet-flip-5k-trainval]=10 [maml-zero-pretrained-flip]=10
+                         [maml-zero-protonet-flip-5k-trainval-init]=10 [fomaml-zero-protonet-flip-5k-trainval]=10
+                         [fomaml-zero-protonet-flip-5k-trainval-4500]=10)
 # Test-time views chosen on the validation characters (session 22; README): these runs are also
 # scored as <run>-<V>views, each image's features averaged over it and V - 1 affine copies.
 declare -A VIEWS=([protonet-flip]=16 [protonet-flip-w128]=16 [protonet-flip-5k]=16 [protonet-flip-trainval]=16
@@ -177,7 +194,9 @@ declare -A REFINE=([protonet-flip]=2 [protonet-flip-5k-trainval]=2 [protonet-fli
 declare -A CHECKPOINT=([protonet-flip-trainval]=last.pt [protonet-flip-5k-trainval]=last.pt
                        [protonet-flip-5k-trainval-s1]=last.pt [protonet-flip-5k-trainval-s2]=last.pt
                        [protomaml-protonet-flip-5k-trainval]=last.pt [protonet-flip-5k-trainval-nopool]=last.pt
-                       [maml-zero-protonet-flip-5k-trainval]=last.pt)
+                       [maml-zero-protonet-flip-5k-trainval]=last.pt [maml-zero-protonet-flip-5k-trainval-init]=last.pt
+                       [fomaml-zero-protonet-flip-5k-trainval]=last.pt
+                       [fomaml-zero-protonet-flip-5k-trainval-4500]=last.pt)
 declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml20-pretrained]=maml
                  [protonet-flip]=protonet [protonet-flip-elastic]=protonet [protonet5-flip]=protonet
                  [protomaml-protonet-flip]=fomaml [protonet-flip-w128]=protonet
@@ -187,7 +206,9 @@ declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml
                  [protomaml-protonet-flip-5k-trainval]=fomaml [maml-protonet-flip]=maml
                  [protoreptile-protonet-flip]=reptile [protonet-flip-nopool]=protonet
                  [protonet-flip-5k-trainval-nopool]=protonet [maml-zero-protonet-flip-5k-trainval]=maml
-                 [maml-zero-pretrained-flip]=maml)  # the learner of runs not named after theirs
+                 [maml-zero-pretrained-flip]=maml [maml-zero-protonet-flip-5k-trainval-init]=maml
+                 [fomaml-zero-protonet-flip-5k-trainval]=fomaml
+                 [fomaml-zero-protonet-flip-5k-trainval-4500]=fomaml)  # the learner of runs not named after theirs
 candidates=()
 for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained protomaml-pretrained protomaml-protonet \
            reptile reptile-pretrained protonet protonet-pretrained protonet-flip protomaml-protonet-flip \
@@ -195,7 +216,8 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
            protonet-flip-5k protonet-flip-trainval protonet-flip-5k-trainval protonet-flip-5k-trainval-s1 \
            protonet-flip-5k-trainval-s2 protomaml-protonet-flip-5k-trainval \
            maml-protonet-flip protoreptile-protonet-flip protonet-flip-nopool protonet-flip-5k-trainval-nopool \
-           maml-zero-protonet-flip-5k-trainval maml-zero-pretrained-flip; do
+           maml-zero-protonet-flip-5k-trainval maml-zero-pretrained-flip maml-zero-protonet-flip-5k-trainval-init \
+           fomaml-zero-protonet-flip-5k-trainval fomaml-zero-protonet-flip-5k-trainval-4500; do
   checkpoint=${CHECKPOINT[$run]:-best.pt}
   [[ -f "$OUT/$run/$checkpoint" ]] || continue
   kind=${KIND[$run]:-${run%-pretrained}}
