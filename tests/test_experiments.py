@@ -30,7 +30,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     )
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 79
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 81
     assert {
         "maml-10steps",
         "maml-pretrained-10steps",
@@ -67,6 +67,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "maml-zero-protonet-flip-5k-trainval-init-10steps",
         "fomaml-zero-protonet-flip-5k-trainval-10steps",
         "fomaml-zero-protonet-flip-5k-trainval-4500-10steps",
+        "maml-zero-pretrained-flip-init-10steps",
     } <= set(report["methods"])
     # the -flip runs train on 8 classes per character (rotations and mirror images), the others on 4
     for run in ("pretrain", "protonet", "protomaml-protonet", "maml-pretrained"):
@@ -89,18 +90,21 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         ("maml-zero-protonet-flip-5k-trainval-init", "protonet-flip-5k-trainval/last.pt", False),
         ("fomaml-zero-protonet-flip-5k-trainval", "protonet-flip-5k-trainval/last.pt", True),
         ("fomaml-zero-protonet-flip-5k-trainval-4500", "protonet-flip-5k-trainval/last.pt", True),
+        ("maml-zero-pretrained-flip-init", "pretrain-flip/best.pt", False),
     ):
         cfg = OmegaConf.load(tmp_path / run / "config.yaml")
         assert cfg.model.pretrained == str(tmp_path / start) and cfg.inner.zero_head is True
         assert (cfg.inner.steps, cfg.inner.first_order, cfg.data.reflections) == (2, first_order, True)
 
-    # the -init run is not meta-trained: its network is ProtoNet's, bit for bit (its head is never used)
-    def weights(run: str) -> dict[str, torch.Tensor]:
-        return torch.load(tmp_path / run / "last.pt", weights_only=True)["model"]
-
-    init, start = weights("maml-zero-protonet-flip-5k-trainval-init"), weights("protonet-flip-5k-trainval")
-    assert {k.removeprefix("model.") for k in init} - set(start) == {"head.weight", "head.bias"}
-    assert all(torch.equal(v, start[k.removeprefix("model.")]) for k, v in init.items() if "head" not in k)
+    # the -init runs are not meta-trained: their backbone is their start's, bit for bit (the head is unused)
+    for run, start in (
+        ("maml-zero-protonet-flip-5k-trainval-init", "protonet-flip-5k-trainval/last.pt"),
+        ("maml-zero-pretrained-flip-init", "pretrain-flip/best.pt"),
+    ):
+        init = torch.load(tmp_path / run / "last.pt", weights_only=True)["model"]
+        begun = torch.load(tmp_path / start, weights_only=True)["model"]
+        backbone = {k.removeprefix("model."): v for k, v in init.items() if k.startswith("model.backbone.")}
+        assert backbone and all(torch.equal(v, begun[k]) for k, v in backbone.items())
     methods = json.loads((tmp_path / "eval" / "methods.json").read_text())
     assert methods["protonet-flip-16views"]["views"] == 16 and "views" not in methods["protonet-flip"]
     refined = methods["protonet-flip-16views-refine2"]

@@ -164,6 +164,9 @@ train maml-zero-pretrained-flip maml maml-zero "model.pretrained=$OUT/pretrain-f
 train maml-zero-protonet-flip-5k-trainval-init maml maml-zero \
   "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" optim.lr=0 train.steps=1 train.val_every=1 \
   data.reflections=true "$TRAINVAL"
+# The same for maml-zero-pretrained-flip's start (pretrain-flip's backbone, inner lr 0.1).
+train maml-zero-pretrained-flip-init maml maml-zero "model.pretrained=$OUT/pretrain-flip/best.pt" inner.lr=0.1 \
+  optim.lr=0 train.steps=1 train.val_every=1 data.reflections=true
 # First-order MAML with a zero head from the same start, otherwise as the second-order run.
 train fomaml-zero-protonet-flip-5k-trainval fomaml maml-zero inner.first_order=true \
   "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" optim.lr=0.0001 data.reflections=true "$TRAINVAL"
@@ -179,7 +182,7 @@ train fomaml-zero-protonet-flip-5k-trainval-4500 fomaml maml-zero inner.first_or
 declare -A TEST_STEPS=([maml]=10 [maml-pretrained]=10 [maml-pretrained-flip]=10 [maml20-pretrained]=10 [fomaml-pretrained]=10 [fomaml]=10 [reptile]=30
                          [maml-protonet-flip]=25 [maml-zero-protonet-flip-5k-trainval]=10 [maml-zero-pretrained-flip]=10
                          [maml-zero-protonet-flip-5k-trainval-init]=10 [fomaml-zero-protonet-flip-5k-trainval]=10
-                         [fomaml-zero-protonet-flip-5k-trainval-4500]=10)
+                         [fomaml-zero-protonet-flip-5k-trainval-4500]=10 [maml-zero-pretrained-flip-init]=10)
 # Test-time views chosen on the validation characters (session 22; README): these runs are also
 # scored as <run>-<V>views, each image's features averaged over it and V - 1 affine copies.
 declare -A VIEWS=([protonet-flip]=16 [protonet-flip-w128]=16 [protonet-flip-5k]=16 [protonet-flip-trainval]=16
@@ -208,7 +211,7 @@ declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml
                  [protonet-flip-5k-trainval-nopool]=protonet [maml-zero-protonet-flip-5k-trainval]=maml
                  [maml-zero-pretrained-flip]=maml [maml-zero-protonet-flip-5k-trainval-init]=maml
                  [fomaml-zero-protonet-flip-5k-trainval]=fomaml
-                 [fomaml-zero-protonet-flip-5k-trainval-4500]=fomaml)  # the learner of runs not named after theirs
+                 [fomaml-zero-protonet-flip-5k-trainval-4500]=fomaml [maml-zero-pretrained-flip-init]=maml)  # the learner of runs not named after theirs
 candidates=()
 for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained protomaml-pretrained protomaml-protonet \
            reptile reptile-pretrained protonet protonet-pretrained protonet-flip protomaml-protonet-flip \
@@ -217,7 +220,7 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
            protonet-flip-5k-trainval-s2 protomaml-protonet-flip-5k-trainval \
            maml-protonet-flip protoreptile-protonet-flip protonet-flip-nopool protonet-flip-5k-trainval-nopool \
            maml-zero-protonet-flip-5k-trainval maml-zero-pretrained-flip maml-zero-protonet-flip-5k-trainval-init \
-           fomaml-zero-protonet-flip-5k-trainval fomaml-zero-protonet-flip-5k-trainval-4500; do
+           fomaml-zero-protonet-flip-5k-trainval fomaml-zero-protonet-flip-5k-trainval-4500 maml-zero-pretrained-flip-init; do
   checkpoint=${CHECKPOINT[$run]:-best.pt}
   [[ -f "$OUT/$run/$checkpoint" ]] || continue
   kind=${KIND[$run]:-${run%-pretrained}}
