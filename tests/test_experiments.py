@@ -30,7 +30,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     )
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 81
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 85
     assert {
         "maml-10steps",
         "maml-pretrained-10steps",
@@ -68,6 +68,8 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "fomaml-zero-protonet-flip-5k-trainval-10steps",
         "fomaml-zero-protonet-flip-5k-trainval-4500-10steps",
         "maml-zero-pretrained-flip-init-10steps",
+        "metasgd-zero-protonet-flip-5k-trainval-10steps",
+        "metasgd-fo-zero-protonet-flip-5k-trainval-4500-10steps",
     } <= set(report["methods"])
     # the -flip runs train on 8 classes per character (rotations and mirror images), the others on 4
     for run in ("pretrain", "protonet", "protomaml-protonet", "maml-pretrained"):
@@ -82,8 +84,8 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         cfg = OmegaConf.load(tmp_path / run / "config.yaml")
         assert cfg.model.pretrained == str(tmp_path / "protonet-flip" / "best.pt")
         assert cfg.inner.proto_head is (run == "protoreptile-protonet-flip")
-    # the session-28 and 29 MAML runs start every task's head from zero, from ProtoNet's or the supervised
-    # backbone
+    # the session-28 to 30 MAML and Meta-SGD runs start every task's head from zero, from ProtoNet's or the
+    # supervised backbone
     for run, start, first_order in (
         ("maml-zero-protonet-flip-5k-trainval", "protonet-flip-5k-trainval/last.pt", False),
         ("maml-zero-pretrained-flip", "pretrain-flip/best.pt", False),
@@ -91,8 +93,12 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         ("fomaml-zero-protonet-flip-5k-trainval", "protonet-flip-5k-trainval/last.pt", True),
         ("fomaml-zero-protonet-flip-5k-trainval-4500", "protonet-flip-5k-trainval/last.pt", True),
         ("maml-zero-pretrained-flip-init", "pretrain-flip/best.pt", False),
+        ("metasgd-zero-protonet-flip-5k-trainval", "protonet-flip-5k-trainval/last.pt", False),
+        ("metasgd-fo-zero-protonet-flip-5k-trainval-4500", "protonet-flip-5k-trainval/last.pt", True),
     ):
         cfg = OmegaConf.load(tmp_path / run / "config.yaml")
+        learner = "metasgd" if run.startswith("metasgd") else "fomaml" if first_order else "maml"
+        assert cfg.learner == learner
         assert cfg.model.pretrained == str(tmp_path / start) and cfg.inner.zero_head is True
         assert (cfg.inner.steps, cfg.inner.first_order, cfg.data.reflections) == (2, first_order, True)
 
@@ -105,6 +111,11 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         begun = torch.load(tmp_path / start, weights_only=True)["model"]
         backbone = {k.removeprefix("model."): v for k, v in init.items() if k.startswith("model.backbone.")}
         assert backbone and all(torch.equal(v, begun[k]) for k, v in backbone.items())
+    # Meta-SGD's checkpoints hold an inner lr per backbone entry, meta-trained away from the 0.2 it starts at
+    for run in ("metasgd-zero-protonet-flip-5k-trainval", "metasgd-fo-zero-protonet-flip-5k-trainval-4500"):
+        state = torch.load(tmp_path / run / "last.pt", weights_only=True)["model"]
+        rates = [v for k, v in state.items() if k.startswith("lrs.backbone")]
+        assert rates and not all(torch.equal(r, torch.full_like(r, 0.2)) for r in rates)
     methods = json.loads((tmp_path / "eval" / "methods.json").read_text())
     assert methods["protonet-flip-16views"]["views"] == 16 and "views" not in methods["protonet-flip"]
     refined = methods["protonet-flip-16views-refine2"]
@@ -125,6 +136,8 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "maml-zero-protonet-flip-5k-trainval-init",
         "fomaml-zero-protonet-flip-5k-trainval",
         "fomaml-zero-protonet-flip-5k-trainval-4500",
+        "metasgd-zero-protonet-flip-5k-trainval",
+        "metasgd-fo-zero-protonet-flip-5k-trainval-4500",
     ):
         split = OmegaConf.load(tmp_path / run / "config.yaml").data.split
         assert split.manifest == str(tmp_path / "small1_trainval.json")

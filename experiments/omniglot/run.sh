@@ -175,6 +175,15 @@ train fomaml-zero-protonet-flip-5k-trainval fomaml maml-zero inner.first_order=t
 train fomaml-zero-protonet-flip-5k-trainval-4500 fomaml maml-zero inner.first_order=true \
   "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" optim.lr=0.0001 data.reflections=true "$TRAINVAL" \
   train.steps=4500 train.val_every=500
+# Session 30. Meta-SGD with the same zero head and start, second order as maml-zero-protonet-flip-5k-trainval
+# and first order as fomaml-zero-protonet-flip-5k-trainval-4500: every parameter entry's inner lr is
+# meta-learned with the initialization (from 0.2, by the same Adam at 1e-4), so the adaptation rule
+# that session 29 found short of nearest centroid is learned too.
+train metasgd-zero-protonet-flip-5k-trainval metasgd maml-zero \
+  "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" optim.lr=0.0001 data.reflections=true "$TRAINVAL"
+train metasgd-fo-zero-protonet-flip-5k-trainval-4500 metasgd maml-zero inner.first_order=true \
+  "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" optim.lr=0.0001 data.reflections=true "$TRAINVAL" \
+  train.steps=4500 train.val_every=500
 [[ $TRAIN_ONLY == 1 ]] && { echo "training done: $OUT"; exit 0; }
 
 # Test steps chosen on the validation characters (test_steps_on_val.py; README): these runs are
@@ -182,7 +191,8 @@ train fomaml-zero-protonet-flip-5k-trainval-4500 fomaml maml-zero inner.first_or
 declare -A TEST_STEPS=([maml]=10 [maml-pretrained]=10 [maml-pretrained-flip]=10 [maml20-pretrained]=10 [fomaml-pretrained]=10 [fomaml]=10 [reptile]=30
                          [maml-protonet-flip]=25 [maml-zero-protonet-flip-5k-trainval]=10 [maml-zero-pretrained-flip]=10
                          [maml-zero-protonet-flip-5k-trainval-init]=10 [fomaml-zero-protonet-flip-5k-trainval]=10
-                         [fomaml-zero-protonet-flip-5k-trainval-4500]=10 [maml-zero-pretrained-flip-init]=10)
+                         [fomaml-zero-protonet-flip-5k-trainval-4500]=10 [maml-zero-pretrained-flip-init]=10
+                         [metasgd-zero-protonet-flip-5k-trainval]=10 [metasgd-fo-zero-protonet-flip-5k-trainval-4500]=10)
 # Test-time views chosen on the validation characters (session 22; README): these runs are also
 # scored as <run>-<V>views, each image's features averaged over it and V - 1 affine copies.
 declare -A VIEWS=([protonet-flip]=16 [protonet-flip-w128]=16 [protonet-flip-5k]=16 [protonet-flip-trainval]=16
@@ -199,7 +209,9 @@ declare -A CHECKPOINT=([protonet-flip-trainval]=last.pt [protonet-flip-5k-trainv
                        [protomaml-protonet-flip-5k-trainval]=last.pt [protonet-flip-5k-trainval-nopool]=last.pt
                        [maml-zero-protonet-flip-5k-trainval]=last.pt [maml-zero-protonet-flip-5k-trainval-init]=last.pt
                        [fomaml-zero-protonet-flip-5k-trainval]=last.pt
-                       [fomaml-zero-protonet-flip-5k-trainval-4500]=last.pt)
+                       [fomaml-zero-protonet-flip-5k-trainval-4500]=last.pt
+                       [metasgd-zero-protonet-flip-5k-trainval]=last.pt
+                       [metasgd-fo-zero-protonet-flip-5k-trainval-4500]=last.pt)
 declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml20-pretrained]=maml
                  [protonet-flip]=protonet [protonet-flip-elastic]=protonet [protonet5-flip]=protonet
                  [protomaml-protonet-flip]=fomaml [protonet-flip-w128]=protonet
@@ -211,7 +223,9 @@ declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml
                  [protonet-flip-5k-trainval-nopool]=protonet [maml-zero-protonet-flip-5k-trainval]=maml
                  [maml-zero-pretrained-flip]=maml [maml-zero-protonet-flip-5k-trainval-init]=maml
                  [fomaml-zero-protonet-flip-5k-trainval]=fomaml
-                 [fomaml-zero-protonet-flip-5k-trainval-4500]=fomaml [maml-zero-pretrained-flip-init]=maml)  # the learner of runs not named after theirs
+                 [fomaml-zero-protonet-flip-5k-trainval-4500]=fomaml [maml-zero-pretrained-flip-init]=maml
+                 [metasgd-zero-protonet-flip-5k-trainval]=metasgd
+                 [metasgd-fo-zero-protonet-flip-5k-trainval-4500]=metasgd)  # the learner of runs not named after theirs
 candidates=()
 for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained protomaml-pretrained protomaml-protonet \
            reptile reptile-pretrained protonet protonet-pretrained protonet-flip protomaml-protonet-flip \
@@ -220,7 +234,8 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
            protonet-flip-5k-trainval-s2 protomaml-protonet-flip-5k-trainval \
            maml-protonet-flip protoreptile-protonet-flip protonet-flip-nopool protonet-flip-5k-trainval-nopool \
            maml-zero-protonet-flip-5k-trainval maml-zero-pretrained-flip maml-zero-protonet-flip-5k-trainval-init \
-           fomaml-zero-protonet-flip-5k-trainval fomaml-zero-protonet-flip-5k-trainval-4500 maml-zero-pretrained-flip-init; do
+           fomaml-zero-protonet-flip-5k-trainval fomaml-zero-protonet-flip-5k-trainval-4500 maml-zero-pretrained-flip-init \
+           metasgd-zero-protonet-flip-5k-trainval metasgd-fo-zero-protonet-flip-5k-trainval-4500; do
   checkpoint=${CHECKPOINT[$run]:-best.pt}
   [[ -f "$OUT/$run/$checkpoint" ]] || continue
   kind=${KIND[$run]:-${run%-pretrained}}
