@@ -167,6 +167,11 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     assert [line.split(":")[0] for line in lines] == [
         f"5-way 1-shot, {steps} test steps of lr {lr}" for lr in (0.01, 0.1) for steps in (1, 2)
     ]
+    sweep = [sys.executable, str(STUDY / "test_steps_on_val.py"), "--checkpoint", "last.pt", "--run"]
+    sweep += [str(tmp_path / "metasgd-zero-protonet-flip-5k-trainval"), "--ways", "5", "--shots", "1"]
+    sweep += ["--steps", "1", "--episodes", "2"]  # Meta-SGD adapts with its learned rate per entry
+    lines = subprocess.run(sweep, check=True, cwd=ROOT, capture_output=True, text=True).stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["5-way 1-shot, 1 test steps of the learned lrs"]
     # the collapse diagnosis re-runs evaluation episodes of full-finetune and gets their scores again
     diagnose = [sys.executable, str(STUDY / "finetune_collapse.py"), "--run", str(tmp_path / "pretrain")]
     diagnose += ["--setting", "5w1s", "--episodes", "0", "1", "--epochs", "1"]

@@ -53,8 +53,9 @@ def main() -> None:
                 for steps in args.steps:
                     learner.test_steps, learner.test_lr = steps, lr
                     accuracy = validate(learner, sampler, args.episodes, "cpu", pretrain=False)
+                    rate = "the learned lrs" if callable(lr) else f"lr {lr}"  # Meta-SGD: one per entry
                     print(
-                        f"{ways}-way {shots}-shot, {steps} test steps of lr {lr}: validation {accuracy} "
+                        f"{ways}-way {shots}-shot, {steps} test steps of {rate}: validation {accuracy} "
                         f"on {args.episodes} episodes",
                         flush=True,
                     )
