@@ -77,8 +77,9 @@ class InnerConfig:
     test_lr: float | None = None  # default: lr
     test_steps: int | None = None  # default: steps
     proto_head: bool = False  # maml/fomaml/metasgd/anil/reptile: each task's head starts from class means
-    zero_head: bool = False  # maml/fomaml/metasgd/anil: each task's head starts from zero (Kao et al.)
+    zero_head: bool = False  # maml/fomaml/metasgd/anil/reptile: each task's head starts from zero
     optimizer: str = "sgd"  # reptile: sgd | adam
+    step_shots: int | None = None  # reptile: images per class in each inner training step (default: all)
 
 
 @dataclass
@@ -409,7 +410,7 @@ def _check_eval(cfg: DictConfig) -> None:
 # How each task's head can start, the learners that honour it, and what those learners do.
 HEAD_STARTS = {
     "proto_head": (("maml", "fomaml", "metasgd", "anil", "reptile"), "adapt a head"),
-    "zero_head": (("maml", "fomaml", "metasgd", "anil"), "start each task's head from zero"),
+    "zero_head": (("maml", "fomaml", "metasgd", "anil", "reptile"), "start each task's head from zero"),
 }
 
 
@@ -435,6 +436,18 @@ def _check(cfg: DictConfig) -> None:
             raise ConfigError(
                 f"inner.{key}=true has no effect on {cfg.learner}: only {', '.join(learners)} {what}; "
                 "drop the override or pick one of them"
+            )
+    step_shots = cfg.inner.step_shots
+    if step_shots is not None:
+        if cfg.learner != "reptile":
+            raise ConfigError(
+                f"inner.step_shots={step_shots} has no effect on {cfg.learner}: only reptile trains on "
+                "minibatches of the support set; drop the override"
+            )
+        if not 1 <= step_shots <= cfg.task.k_shot:
+            raise ConfigError(
+                f"inner.step_shots={step_shots} must be between 1 and task.k_shot={cfg.task.k_shot} "
+                "(the images per class a support set has); lower it or raise task.k_shot"
             )
     if cfg.inner.zero_head and cfg.inner.proto_head:
         raise ConfigError(

@@ -121,6 +121,8 @@ def build_learner(cfg: DictConfig, channels: int, image_size: int, n_base: int) 
             inner.test_steps,
             inner.test_lr,
             proto_head=proto_head,
+            zero_head=inner.get("zero_head", False),
+            step_shots=inner.get("step_shots"),
         )
     kinds = {"maml": MAML, "fomaml": MAML, "metasgd": MetaSGD, "anil": ANIL}
     first_order = inner.first_order or cfg.learner == "fomaml"

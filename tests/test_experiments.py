@@ -30,7 +30,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     )
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 85
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 87
     assert {
         "maml-10steps",
         "maml-pretrained-10steps",
@@ -70,6 +70,8 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "maml-zero-pretrained-flip-init-10steps",
         "metasgd-zero-protonet-flip-5k-trainval-10steps",
         "metasgd-fo-zero-protonet-flip-5k-trainval-4500-10steps",
+        "reptile-zero-protonet-flip-5k-trainval",
+        "reptile-zero-mb-protonet-flip-5k-trainval",
     } <= set(report["methods"])
     # the -flip runs train on 8 classes per character (rotations and mirror images), the others on 4
     for run in ("pretrain", "protonet", "protomaml-protonet", "maml-pretrained"):
@@ -101,6 +103,16 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         assert cfg.learner == learner
         assert cfg.model.pretrained == str(tmp_path / start) and cfg.inner.zero_head is True
         assert (cfg.inner.steps, cfg.inner.first_order, cfg.data.reflections) == (2, first_order, True)
+    # session 31's Reptile runs: the same head and start, 5 SGD steps, on all the support set or one
+    # image of every class per step
+    for run, step_shots in (
+        ("reptile-zero-protonet-flip-5k-trainval", None),
+        ("reptile-zero-mb-protonet-flip-5k-trainval", 1),
+    ):
+        cfg = OmegaConf.load(tmp_path / run / "config.yaml")
+        assert (cfg.learner, cfg.inner.zero_head, cfg.inner.step_shots) == ("reptile", True, step_shots)
+        assert cfg.model.pretrained == str(tmp_path / "protonet-flip-5k-trainval/last.pt")
+        assert (cfg.inner.lr, cfg.inner.steps, cfg.inner.optimizer, cfg.task.k_shot) == (0.2, 5, "sgd", 5)
 
     # the -init runs are not meta-trained: their backbone is their start's, bit for bit (the head is unused)
     for run, start in (
@@ -138,6 +150,8 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "fomaml-zero-protonet-flip-5k-trainval-4500",
         "metasgd-zero-protonet-flip-5k-trainval",
         "metasgd-fo-zero-protonet-flip-5k-trainval-4500",
+        "reptile-zero-protonet-flip-5k-trainval",
+        "reptile-zero-mb-protonet-flip-5k-trainval",
     ):
         split = OmegaConf.load(tmp_path / run / "config.yaml").data.split
         assert split.manifest == str(tmp_path / "small1_trainval.json")

@@ -12,6 +12,7 @@ from fewshot import ANIL, MAML, FineTune, MetaSGD, ProtoNet, Reptile, SimpleShot
 from fewshot.data import Episode, EpisodeSampler
 from fewshot.learners.functional import forward
 from fewshot.learners.protonet import negative_squared_distances, prototypes, refined_prototypes
+from fewshot.learners.reptile import step_minibatches
 from fewshot.models import Conv4, build_backbone, channels_last
 
 with warnings.catch_warnings():
@@ -253,31 +254,43 @@ def test_reptile_update_equals_its_formula(small_synthetic):
         torch.testing.assert_close(p.detach(), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_reptile_proto_head_update_equals_its_formula(small_synthetic):
-    """With ``proto_head`` the Reptile update is its formula for the backbone, each task's head
-    started from its class means, and the head is never meta-updated."""
+@pytest.mark.parametrize(
+    "head, step_shots", [("proto_head", None), ("zero_head", None), ("zero_head", 1), ("proto_head", 1)]
+)
+def test_reptile_task_head_update_equals_its_formula(small_synthetic, head, step_shots):
+    """With a head made per task (class means or zero) the Reptile update is its formula for
+    the backbone and the head is never meta-updated; with ``step_shots=1`` on 2-shot tasks,
+    inner step t trains on image t mod 2 of every class."""
     torch.manual_seed(0)
     model = build_model("conv4", 5).double()
-    batch = _double_batch(small_synthetic, tasks=3)
+    batch = _double_batch(small_synthetic, tasks=3, k=2)
     theta = {n: p.detach().clone() for n, p in model.named_parameters()}
     phis = []
-    for i in range(3):  # by hand: an ordinary module whose head is set to the class means
+    for i in range(3):  # by hand: an ordinary module whose head is set to the class means or zero
         net = build_model("conv4", 5).double()
         net.load_state_dict(model.state_dict())
         for m in net.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.track_running_stats = False
+        sx, sy = batch.support_x[i], batch.support_y[i]
         with torch.no_grad():
-            c = prototypes(net.backbone(batch.support_x[i]), batch.support_y[i], 5)
-            net.head.weight.copy_(2 * c)
-            net.head.bias.copy_(-c.pow(2).sum(-1))
+            c = prototypes(net.backbone(sx), sy, 5)
+            net.head.weight.copy_(2 * c if head == "proto_head" else torch.zeros_like(c))
+            net.head.bias.copy_(-c.pow(2).sum(-1) if head == "proto_head" else torch.zeros(5))
         opt = torch.optim.SGD(net.parameters(), lr=0.05)
-        for _ in range(3):
+        for t in range(3):
+            if step_shots is None:
+                x, y = sx, sy
+            else:
+                idx = torch.stack([torch.nonzero(sy == k).flatten()[t % 2] for k in range(5)])
+                x, y = sx[idx], sy[idx]
             opt.zero_grad()
-            F.cross_entropy(net(batch.support_x[i]), batch.support_y[i]).backward()
+            F.cross_entropy(net(x), y).backward()
             opt.step()
         phis.append({n: p.detach() for n, p in net.named_parameters()})
-    reptile = Reptile(model, inner_lr=0.05, inner_steps=3, inner_optimizer="sgd", proto_head=True)
+    reptile = Reptile(
+        model, inner_lr=0.05, inner_steps=3, inner_optimizer="sgd", step_shots=step_shots, **{head: True}
+    )
     reptile.meta_loss(batch)[0].backward()
     assert model.head.weight.grad is None and model.head.bias.grad is None
     torch.optim.SGD(model.parameters(), lr=0.7).step()
@@ -286,6 +299,35 @@ def test_reptile_proto_head_update_equals_its_formula(small_synthetic):
         target = theta[n] + 0.7 * (sum(phi[n] for phi in phis) / 3 - theta[n]) if moved else theta[n]
         torch.testing.assert_close(p.detach(), target, rtol=1e-9, atol=1e-10)
     assert any(not torch.equal(p.detach(), theta[n]) for n, p in model.named_parameters() if "backbone." in n)
+
+
+def test_reptile_minibatches_change_the_update_but_not_adaptation(small_synthetic):
+    """``step_shots`` changes what meta-training does, not how a task is adapted to."""
+    torch.manual_seed(0)
+    model = build_model("conv4", 5).double()
+    batch = _double_batch(small_synthetic, tasks=2, k=2)
+    learners = [Reptile(model, inner_lr=0.05, inner_steps=2, zero_head=True, step_shots=s) for s in (None, 1)]
+    losses = [learner.meta_loss(batch)[0] for learner in learners]
+    assert not torch.allclose(losses[0], losses[1])
+    sx, sy, qx = batch.support_x[0], batch.support_y[0], batch.query_x[0]
+    torch.testing.assert_close(learners[0].adapt(sx, sy)(qx), learners[1].adapt(sx, sy)(qx), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="pick one"):
+        Reptile(model, proto_head=True, zero_head=True)
+    with pytest.raises(ValueError, match="step_shots must be >= 1"):
+        Reptile(model, step_shots=0)
+
+
+def test_step_minibatches_take_successive_shots_of_every_class():
+    y = torch.tensor([2, 0, 1, 0, 2, 1, 1, 0, 2, 0, 1, 2])  # 3 classes, 4 shots each, shuffled
+    batches = step_minibatches(y, steps=4, shots=2)
+    for t, idx in enumerate(batches):
+        assert sorted(y[idx].tolist()) == [0, 0, 1, 1, 2, 2]
+        for c in range(3):
+            own = torch.nonzero(y == c).flatten()
+            assert idx[y[idx] == c].tolist() == own[[(2 * t) % 4, (2 * t + 1) % 4]].tolist()
+    assert sorted(torch.cat(batches[:2]).tolist()) == list(range(12))  # two steps: every image once
+    with pytest.raises(ValueError, match="step_shots=5 but a class has only 4 support images"):
+        step_minibatches(y, steps=1, shots=5)
 
 
 def test_reptile_proto_head_meta_trains_at_other_ways_than_the_head(small_synthetic):

@@ -103,14 +103,25 @@ def test_proto_head_only_for_head_adapting_learners(learner):
         load_config(learner, ["inner.proto_head=true"])
 
 
-@pytest.mark.parametrize("learner", ["reptile", "protonet"])
-def test_zero_head_only_for_maml_learners(learner):
-    cfg = load_config("fomaml", ["inner.zero_head=true"])
-    assert build_learner(cfg, 1, 28, 5).zero_head is True
+@pytest.mark.parametrize("learner", ["protonet", "pretrain"])
+def test_zero_head_only_for_head_adapting_learners(learner):
+    for adapting in ("fomaml", "reptile"):
+        cfg = load_config(adapting, ["inner.zero_head=true"])
+        assert build_learner(cfg, 1, 28, 5).zero_head is True
     with pytest.raises(ConfigError, match=f"inner.zero_head=true has no effect on {learner}"):
         load_config(learner, ["inner.zero_head=true"])
     with pytest.raises(ConfigError, match="two starts for the head"):
         load_config("maml", ["inner.zero_head=true", "inner.proto_head=true"])
+
+
+def test_step_shots_only_for_reptile_and_within_the_shots():
+    cfg = load_config("reptile", ["task.k_shot=5", "inner.step_shots=2"])
+    assert build_learner(cfg, 1, 28, 5).step_shots == 2
+    assert build_learner(load_config("reptile"), 1, 28, 5).step_shots is None
+    with pytest.raises(ConfigError, match="inner.step_shots=2 has no effect on maml"):
+        load_config("maml", ["inner.step_shots=2"])
+    with pytest.raises(ConfigError, match="inner.step_shots=6 must be between 1 and task.k_shot=5"):
+        load_config("reptile", ["task.k_shot=5", "inner.step_shots=6"])
 
 
 def test_unknown_learner_suggests():

@@ -184,6 +184,14 @@ train metasgd-zero-protonet-flip-5k-trainval metasgd maml-zero \
 train metasgd-fo-zero-protonet-flip-5k-trainval-4500 metasgd maml-zero inner.first_order=true \
   "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" optim.lr=0.0001 data.reflections=true "$TRAINVAL" \
   train.steps=4500 train.val_every=500
+# Session 31. Reptile with the same zero head and start (reptile-zero.yaml): 5-way 5-shot tasks, 5 SGD
+# steps of 0.2 (the rule of maml-zero-protonet-flip-5k-trainval-init, which is also this run's start),
+# Adam 1e-4 on the Reptile direction, 1,500 steps; every inner step on all 25 support images, and
+# (-mb) each step on a different image of every class (inner.step_shots=1; Nichol et al.'s minibatches).
+train reptile-zero-protonet-flip-5k-trainval reptile reptile-zero \
+  "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" data.reflections=true "$TRAINVAL"
+train reptile-zero-mb-protonet-flip-5k-trainval reptile reptile-zero inner.step_shots=1 \
+  "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" data.reflections=true "$TRAINVAL"
 [[ $TRAIN_ONLY == 1 ]] && { echo "training done: $OUT"; exit 0; }
 
 # Test steps chosen on the validation characters (test_steps_on_val.py; README): these runs are
@@ -211,7 +219,9 @@ declare -A CHECKPOINT=([protonet-flip-trainval]=last.pt [protonet-flip-5k-trainv
                        [fomaml-zero-protonet-flip-5k-trainval]=last.pt
                        [fomaml-zero-protonet-flip-5k-trainval-4500]=last.pt
                        [metasgd-zero-protonet-flip-5k-trainval]=last.pt
-                       [metasgd-fo-zero-protonet-flip-5k-trainval-4500]=last.pt)
+                       [metasgd-fo-zero-protonet-flip-5k-trainval-4500]=last.pt
+                       [reptile-zero-protonet-flip-5k-trainval]=last.pt
+                       [reptile-zero-mb-protonet-flip-5k-trainval]=last.pt)
 declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml20-pretrained]=maml
                  [protonet-flip]=protonet [protonet-flip-elastic]=protonet [protonet5-flip]=protonet
                  [protomaml-protonet-flip]=fomaml [protonet-flip-w128]=protonet
@@ -225,7 +235,9 @@ declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml
                  [fomaml-zero-protonet-flip-5k-trainval]=fomaml
                  [fomaml-zero-protonet-flip-5k-trainval-4500]=fomaml [maml-zero-pretrained-flip-init]=maml
                  [metasgd-zero-protonet-flip-5k-trainval]=metasgd
-                 [metasgd-fo-zero-protonet-flip-5k-trainval-4500]=metasgd)  # the learner of runs not named after theirs
+                 [metasgd-fo-zero-protonet-flip-5k-trainval-4500]=metasgd
+                 [reptile-zero-protonet-flip-5k-trainval]=reptile
+                 [reptile-zero-mb-protonet-flip-5k-trainval]=reptile)  # the learner of runs not named after theirs
 candidates=()
 for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained protomaml-pretrained protomaml-protonet \
            reptile reptile-pretrained protonet protonet-pretrained protonet-flip protomaml-protonet-flip \
@@ -235,7 +247,8 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
            maml-protonet-flip protoreptile-protonet-flip protonet-flip-nopool protonet-flip-5k-trainval-nopool \
            maml-zero-protonet-flip-5k-trainval maml-zero-pretrained-flip maml-zero-protonet-flip-5k-trainval-init \
            fomaml-zero-protonet-flip-5k-trainval fomaml-zero-protonet-flip-5k-trainval-4500 maml-zero-pretrained-flip-init \
-           metasgd-zero-protonet-flip-5k-trainval metasgd-fo-zero-protonet-flip-5k-trainval-4500; do
+           metasgd-zero-protonet-flip-5k-trainval metasgd-fo-zero-protonet-flip-5k-trainval-4500 \
+           reptile-zero-protonet-flip-5k-trainval reptile-zero-mb-protonet-flip-5k-trainval; do
   checkpoint=${CHECKPOINT[$run]:-best.pt}
   [[ -f "$OUT/$run/$checkpoint" ]] || continue
   kind=${KIND[$run]:-${run%-pretrained}}
