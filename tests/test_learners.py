@@ -317,6 +317,19 @@ def test_reptile_minibatches_change_the_update_but_not_adaptation(small_syntheti
         Reptile(model, step_shots=0)
 
 
+def test_reptile_zero_head_adapts_as_maml_zero_head(small_synthetic):
+    """Reptile's adaptation from a zero head (steps of torch.optim.SGD) is MAML's (the same SGD
+    steps in the functional core): a MAML run with a zero head that is not meta-trained is the
+    not-meta-trained control of a Reptile run with one."""
+    torch.manual_seed(0)
+    model = build_model("conv4", 5).double()
+    ep = _double_batch(small_synthetic, n=3, k=2, q=3)  # also at other ways than the head
+    sx, sy, qx = ep.support_x[0], ep.support_y[0], ep.query_x[0]
+    reptile = Reptile(model, 0.2, 2, "sgd", test_steps=4, zero_head=True, step_shots=1)
+    maml = MAML(model, inner_lr=0.2, test_steps=4, zero_head=True)
+    torch.testing.assert_close(reptile.adapt(sx, sy)(qx), maml.adapt(sx, sy)(qx), rtol=1e-9, atol=1e-9)
+
+
 def test_step_minibatches_take_successive_shots_of_every_class():
     y = torch.tensor([2, 0, 1, 0, 2, 1, 1, 0, 2, 0, 1, 2])  # 3 classes, 4 shots each, shuffled
     batches = step_minibatches(y, steps=4, shots=2)
