@@ -105,7 +105,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         assert cfg.model.pretrained == str(tmp_path / start) and cfg.inner.zero_head is True
         assert (cfg.inner.steps, cfg.inner.first_order, cfg.data.reflections) == (2, first_order, True)
     # session 31's Reptile runs: the same head and start, 5 SGD steps of 0.2, on 5-way 5-shot tasks (each
-    # step on all the support set or one image of every class), 5-way 1-shot or 20-way 1-shot tasks
+    # step on all the support set or one image of every class) or 5-way 1-shot tasks
     for run, step_shots, n_way, k_shot in (
         ("reptile-zero-protonet-flip-5k-trainval", None, 5, 5),
         ("reptile-zero-mb-protonet-flip-5k-trainval", 1, 5, 5),
