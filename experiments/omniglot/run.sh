@@ -195,6 +195,10 @@ train reptile-zero-mb-protonet-flip-5k-trainval reptile reptile-zero inner.step_
 # The same on 5-way 1-shot tasks (as maml-zero.yaml's): the 5-shot runs lost to their start at 1 shot.
 train reptile-zero-1shot-protonet-flip-5k-trainval reptile reptile-zero task.k_shot=1 \
   "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" data.reflections=true "$TRAINVAL"
+# And on 10-shot tasks with 2 images of every class per inner step (Nichol et al. train their 1-shot
+# models on 10-shot tasks in minibatches): as much data per step as the 5-shot run, new images at every step.
+train reptile-zero-10shot-mb-protonet-flip-5k-trainval reptile reptile-zero task.k_shot=10 inner.step_shots=2 train.val_setting=5w1s \
+  "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" data.reflections=true "$TRAINVAL"
 [[ $TRAIN_ONLY == 1 ]] && { echo "training done: $OUT"; exit 0; }
 
 # Test steps chosen on the validation characters (test_steps_on_val.py; README): these runs are
@@ -225,7 +229,8 @@ declare -A CHECKPOINT=([protonet-flip-trainval]=last.pt [protonet-flip-5k-trainv
                        [metasgd-fo-zero-protonet-flip-5k-trainval-4500]=last.pt
                        [reptile-zero-protonet-flip-5k-trainval]=last.pt
                        [reptile-zero-mb-protonet-flip-5k-trainval]=last.pt
-                       [reptile-zero-1shot-protonet-flip-5k-trainval]=last.pt)
+                       [reptile-zero-1shot-protonet-flip-5k-trainval]=last.pt
+                       [reptile-zero-10shot-mb-protonet-flip-5k-trainval]=last.pt)
 declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml20-pretrained]=maml
                  [protonet-flip]=protonet [protonet-flip-elastic]=protonet [protonet5-flip]=protonet
                  [protomaml-protonet-flip]=fomaml [protonet-flip-w128]=protonet
@@ -242,7 +247,8 @@ declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml
                  [metasgd-fo-zero-protonet-flip-5k-trainval-4500]=metasgd
                  [reptile-zero-protonet-flip-5k-trainval]=reptile
                  [reptile-zero-mb-protonet-flip-5k-trainval]=reptile
-                 [reptile-zero-1shot-protonet-flip-5k-trainval]=reptile)  # the learner of runs not named after theirs
+                 [reptile-zero-1shot-protonet-flip-5k-trainval]=reptile
+                 [reptile-zero-10shot-mb-protonet-flip-5k-trainval]=reptile)  # the learner of runs not named after theirs
 candidates=()
 for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained protomaml-pretrained protomaml-protonet \
            reptile reptile-pretrained protonet protonet-pretrained protonet-flip protomaml-protonet-flip \
@@ -254,7 +260,7 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
            fomaml-zero-protonet-flip-5k-trainval fomaml-zero-protonet-flip-5k-trainval-4500 maml-zero-pretrained-flip-init \
            metasgd-zero-protonet-flip-5k-trainval metasgd-fo-zero-protonet-flip-5k-trainval-4500 \
            reptile-zero-protonet-flip-5k-trainval reptile-zero-mb-protonet-flip-5k-trainval \
-           reptile-zero-1shot-protonet-flip-5k-trainval; do
+           reptile-zero-1shot-protonet-flip-5k-trainval reptile-zero-10shot-mb-protonet-flip-5k-trainval; do
   checkpoint=${CHECKPOINT[$run]:-best.pt}
   [[ -f "$OUT/$run/$checkpoint" ]] || continue
   kind=${KIND[$run]:-${run%-pretrained}}
