@@ -60,10 +60,11 @@ def step_minibatches(y: torch.Tensor, steps: int, shots: int) -> list[torch.Tens
         ValueError: a class has fewer than ``shots`` images.
     """
     per_class = [torch.nonzero(y == c).flatten() for c in range(int(y.max()) + 1)]
-    if min(len(idx) for idx in per_class) < shots:
+    fewest = min(len(idx) for idx in per_class)
+    if fewest < shots:
         raise ValueError(
-            f"step_shots={shots} but a class has only {min(len(idx) for idx in per_class)} support "
-            "images; sample more shots or lower step_shots"
+            f"step_shots={shots} but a class has only {fewest} support images; "
+            "sample more shots or lower step_shots"
         )
     offsets = torch.arange(shots)
     return [torch.cat([idx[(t * shots + offsets) % len(idx)] for idx in per_class]) for t in range(steps)]
