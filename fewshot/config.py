@@ -447,7 +447,7 @@ def _check(cfg: DictConfig) -> None:
         if not 1 <= step_shots <= cfg.task.k_shot:
             raise ConfigError(
                 f"inner.step_shots={step_shots} must be between 1 and task.k_shot={cfg.task.k_shot} "
-                "(the images per class a support set has); lower it or raise task.k_shot"
+                "(the images per class a support set has); pick a value in that range or raise task.k_shot"
             )
     if cfg.inner.zero_head and cfg.inner.proto_head:
         raise ConfigError(
