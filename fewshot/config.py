@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from fewshot.data.augment import AUGMENTATIONS
+from fewshot.models.classifier import HEADS
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 LEARNERS = ("maml", "fomaml", "metasgd", "anil", "reptile", "protonet", "pretrain")
@@ -67,6 +68,7 @@ class TaskConfig:
 class ModelConfig:
     backbone: str = "conv4"
     pretrained: str | None = None  # checkpoint of a pretrain run, or a torchvision state_dict
+    head: str = "linear"  # pretrain: linear | cosine (the classifier over the base classes)
 
 
 @dataclass
@@ -449,6 +451,14 @@ def _check(cfg: DictConfig) -> None:
                 f"inner.step_shots={step_shots} must be between 1 and task.k_shot={cfg.task.k_shot} "
                 "(the images per class a support set has); pick a value in that range or raise task.k_shot"
             )
+    head = cfg.model.get("head", "linear")  # runs saved before the option lack it
+    if head not in HEADS:
+        raise ConfigError(f"model.head={head!r} is not one of: {', '.join(HEADS)}")
+    if head != "linear" and cfg.learner != "pretrain":
+        raise ConfigError(
+            f"model.head={head} sets pretrain's classifier over the base classes, which {cfg.learner} "
+            "does not train (meta-learners adapt a linear head of their own): drop the override"
+        )
     if cfg.inner.zero_head and cfg.inner.proto_head:
         raise ConfigError(
             "inner.zero_head=true and inner.proto_head=true are two starts for the head; "

@@ -104,7 +104,7 @@ def build_learner(cfg: DictConfig, channels: int, image_size: int, n_base: int) 
     """The learner named by ``cfg.learner``; ``pretrain`` gets a classifier over base classes."""
     m, inner = cfg.model, cfg.inner
     if cfg.learner == "pretrain":
-        return build_model(m.backbone, n_base, channels, image_size, m.pretrained)
+        return build_model(m.backbone, n_base, channels, image_size, m.pretrained, m.get("head", "linear"))
     if cfg.learner == "protonet":
         backbone = build_backbone(m.backbone, channels, image_size)
         if m.pretrained:

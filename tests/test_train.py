@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from fewshot.config import ConfigError, load_config
+from fewshot.models import CosineHead
 from fewshot.train import (
     TrainingError,
     build_learner,
@@ -56,6 +58,27 @@ def test_pretrained_backbone_feeds_meta_training(tmp_path):
     cfg = load_checkpoint(tmp_path / "maml" / "last.pt")["config"]
     assert cfg["model"]["pretrained"].endswith("pretrain/best.pt")
     assert "backbone.blocks.0.0.weight" in pre
+
+
+def test_pretraining_with_a_cosine_head(tmp_path):
+    head = CosineHead(6, 4)
+    x = torch.randn(3, 6)
+    expected = 10 * F.cosine_similarity(x[:, None], head.weight[None], dim=-1)
+    torch.testing.assert_close(head(x), expected)
+    torch.testing.assert_close(head(2.5 * x), head(x))  # the direction alone scores a class
+    main(["pretrain", *TINY, "model.head=cosine", f"train.out_dir={tmp_path}"])
+    run = tmp_path / "pretrain"
+    state = load_checkpoint(run / "last.pt")["model"]
+    assert "head.weight" in state and "head.bias" not in state
+    assert state["head.weight"].shape[1] == 64
+    main(["pretrain", f"train.resume={run}", "train.steps=3", "train.val_every=3", "train.quiet=true"])
+    assert load_checkpoint(run / "last.pt")["step"] == 3
+    main(["maml", *TINY, f"train.out_dir={tmp_path}", f"model.pretrained={run}/best.pt"])
+    for learner in ("maml", "protonet"):
+        with pytest.raises(ConfigError, match=f"classifier over the base classes, which {learner} does not"):
+            load_config(learner, ["model.head=cosine"])
+    with pytest.raises(ConfigError, match="model.head='cos' is not one of: linear, cosine"):
+        load_config("pretrain", ["model.head=cos"])
 
 
 def test_overrides_and_groups_resolve():

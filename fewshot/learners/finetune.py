@@ -26,19 +26,7 @@ from torch.func import functional_call
 from fewshot.learners.base import BatchPredictor, Learner
 from fewshot.learners.features import batch_features, embed
 from fewshot.learners.functional import batch_statistics
-from fewshot.models import channels_last
-
-
-class CosineHead(nn.Module):
-    """Logits ``scale * cos(feature, weight_c)`` (the cosine classifier of Chen et al.)."""
-
-    def __init__(self, in_features: int, n_way: int, scale: float = 10.0):
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(n_way, in_features) * 0.01)
-        self.scale = scale
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scale * F.normalize(x, dim=-1) @ F.normalize(self.weight, dim=-1).t()
+from fewshot.models import CosineHead, channels_last
 
 
 class FineTune(Learner):

@@ -5,7 +5,9 @@ backbones' features side by side."""
 from fewshot.models.backbones import Conv4, ResNet12, TorchvisionBackbone, channels_last
 from fewshot.models.classifier import (
     BACKBONES,
+    HEADS,
     Classifier,
+    CosineHead,
     build_backbone,
     build_model,
     load_backbone_weights,
@@ -15,8 +17,10 @@ from fewshot.models.views import ViewAveraged
 
 __all__ = [
     "BACKBONES",
+    "HEADS",
     "Classifier",
     "Conv4",
+    "CosineHead",
     "FeatureEnsemble",
     "ResNet12",
     "TorchvisionBackbone",

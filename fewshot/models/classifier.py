@@ -1,4 +1,4 @@
-"""A backbone plus a linear N-way head, built by name, optionally from a checkpoint."""
+"""A backbone plus an N-way head (linear or cosine), built by name, optionally from a checkpoint."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fewshot.models.backbones import Conv4, ResNet12, TorchvisionBackbone
@@ -21,18 +22,43 @@ BACKBONES = (
 )
 
 
+HEADS = ("linear", "cosine")
+
+
+class CosineHead(nn.Module):
+    """Logits ``scale * cos(feature, weight_c)`` (the cosine classifier of Chen et al. 2019).
+
+    Every class is scored by direction alone, so training it pulls each class's features
+    towards one direction whatever their length: the geometry a nearest-centroid classifier
+    on normalised features (SimpleShot) relies on later.
+    """
+
+    def __init__(self, in_features: int, n_way: int, scale: float = 10.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n_way, in_features) * 0.01)
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * F.normalize(x, dim=-1) @ F.normalize(self.weight, dim=-1).t()
+
+
 class Classifier(nn.Module):
     """``head(backbone(x))``: the network every learner adapts.
 
     Attributes:
         backbone: images ``[B, C, H, W]`` to features ``[B, feature_dim]``.
-        head: ``nn.Linear(feature_dim, n_way)``; its parameters are named ``head.*``.
+        head: ``nn.Linear(feature_dim, n_way)``, or a :class:`CosineHead` with ``head="cosine"``
+            (for supervised pretraining; the meta-learners adapt a linear head); its parameters
+            are named ``head.*``.
     """
 
-    def __init__(self, backbone: nn.Module, n_way: int):
+    def __init__(self, backbone: nn.Module, n_way: int, head: str = "linear"):
         super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
         self.backbone = backbone
-        self.head = nn.Linear(backbone.feature_dim, n_way)
+        dim = backbone.feature_dim
+        self.head = nn.Linear(dim, n_way) if head == "linear" else CosineHead(dim, n_way)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
@@ -96,9 +122,10 @@ def build_model(
     in_channels: int = 1,
     image_size: int = 28,
     pretrained: str | Path | None = None,
+    head: str = "linear",
 ) -> Classifier:
     """A :class:`Classifier`; ``pretrained`` loads the backbone (the head stays freshly initialised)."""
     net = build_backbone(backbone, in_channels, image_size)
     if pretrained is not None:
         load_backbone_weights(net, pretrained)
-    return Classifier(net, n_way)
+    return Classifier(net, n_way, head)
