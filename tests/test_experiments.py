@@ -30,7 +30,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     )
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 89
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 93
     assert {
         "maml-10steps",
         "maml-pretrained-10steps",
@@ -74,6 +74,10 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "reptile-zero-mb-protonet-flip-5k-trainval",
         "reptile-zero-1shot-protonet-flip-5k-trainval",
         "reptile-zero-10shot-mb-protonet-flip-5k-trainval",
+        "reptile-zero-10shot-mb1-protonet-flip-5k-trainval",
+        "reptile-zero-20way-mb-protonet-flip-5k-trainval",
+        "simpleshot-flip-cos",
+        "linear-probe-flip-cos",
     } <= set(report["methods"])
     # the -flip runs train on 8 classes per character (rotations and mirror images), the others on 4
     for run in ("pretrain", "protonet", "protomaml-protonet", "maml-pretrained"):
@@ -105,20 +109,27 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         assert cfg.learner == learner
         assert cfg.model.pretrained == str(tmp_path / start) and cfg.inner.zero_head is True
         assert (cfg.inner.steps, cfg.inner.first_order, cfg.data.reflections) == (2, first_order, True)
-    # session 31's Reptile runs: the same head and start, 5 SGD steps of 0.2, on 5-way 5-shot tasks (each
-    # step on all the support set or one image of every class), 5-way 1-shot tasks, or 5-way 10-shot tasks
-    # with two images of every class per step
-    for run, step_shots, n_way, k_shot in (
-        ("reptile-zero-protonet-flip-5k-trainval", None, 5, 5),
-        ("reptile-zero-mb-protonet-flip-5k-trainval", 1, 5, 5),
-        ("reptile-zero-1shot-protonet-flip-5k-trainval", None, 5, 1),
-        ("reptile-zero-10shot-mb-protonet-flip-5k-trainval", 2, 5, 10),
+    # session 31's and 32's Reptile runs: the same head and start, SGD steps of 0.2, on 5-way 5-shot tasks
+    # (each step on all the support set or one image of every class), 5-way 1-shot tasks, 5-way 10-shot
+    # tasks with two or one images of every class per step, or 20-way 5-shot tasks with one
+    for run, step_shots, steps, n_way, k_shot in (
+        ("reptile-zero-protonet-flip-5k-trainval", None, 5, 5, 5),
+        ("reptile-zero-mb-protonet-flip-5k-trainval", 1, 5, 5, 5),
+        ("reptile-zero-1shot-protonet-flip-5k-trainval", None, 5, 5, 1),
+        ("reptile-zero-10shot-mb-protonet-flip-5k-trainval", 2, 5, 5, 10),
+        ("reptile-zero-10shot-mb1-protonet-flip-5k-trainval", 1, 10, 5, 10),
+        ("reptile-zero-20way-mb-protonet-flip-5k-trainval", 1, 5, 20, 5),
     ):
         cfg = OmegaConf.load(tmp_path / run / "config.yaml")
         assert (cfg.learner, cfg.inner.zero_head, cfg.inner.step_shots) == ("reptile", True, step_shots)
         assert cfg.model.pretrained == str(tmp_path / "protonet-flip-5k-trainval/last.pt")
-        assert (cfg.inner.lr, cfg.inner.steps, cfg.inner.optimizer) == (0.2, 5, "sgd")
+        assert (cfg.inner.lr, cfg.inner.steps, cfg.inner.optimizer) == (0.2, steps, "sgd")
         assert (cfg.task.n_way, cfg.task.k_shot) == (n_way, k_shot)
+    # session 32's pretraining with a cosine classifier, whose scale is learned
+    cos = OmegaConf.load(tmp_path / "pretrain-flip-cos" / "config.yaml")
+    assert (cos.model.head, cos.data.reflections) == ("cosine", True)
+    cos_state = torch.load(tmp_path / "pretrain-flip-cos" / "last.pt", weights_only=True)["model"]
+    assert "head.log_scale" in cos_state
 
     # the -init runs are not meta-trained: their backbone is their start's, bit for bit (the head is unused)
     for run, start in (
@@ -160,6 +171,8 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "reptile-zero-mb-protonet-flip-5k-trainval",
         "reptile-zero-1shot-protonet-flip-5k-trainval",
         "reptile-zero-10shot-mb-protonet-flip-5k-trainval",
+        "reptile-zero-10shot-mb1-protonet-flip-5k-trainval",
+        "reptile-zero-20way-mb-protonet-flip-5k-trainval",
     ):
         split = OmegaConf.load(tmp_path / run / "config.yaml").data.split
         assert split.manifest == str(tmp_path / "small1_trainval.json")

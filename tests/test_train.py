@@ -1,5 +1,6 @@
 """The training CLI: every learner, config resolution and errors, resume, atomic checkpoints, NaN."""
 
+import math
 import os
 import signal
 import subprocess
@@ -71,6 +72,8 @@ def test_pretraining_with_a_cosine_head(tmp_path):
     state = load_checkpoint(run / "last.pt")["model"]
     assert "head.weight" in state and "head.bias" not in state
     assert state["head.weight"].shape[1] == 64
+    assert state["head.log_scale"].shape == () and state["head.log_scale"] != math.log(10)  # learned
+    assert not hasattr(CosineHead(6, 4), "log_scale")  # fine-tuning's head keeps its scale of 10
     main(["pretrain", f"train.resume={run}", "train.steps=3", "train.val_every=3", "train.quiet=true"])
     assert load_checkpoint(run / "last.pt")["step"] == 3
     main(["maml", *TINY, f"train.out_dir={tmp_path}", f"model.pretrained={run}/best.pt"])

@@ -199,6 +199,16 @@ train reptile-zero-1shot-protonet-flip-5k-trainval reptile reptile-zero task.k_s
 # models on 10-shot tasks in minibatches): as much data per step as the 5-shot run, new images at every step.
 train reptile-zero-10shot-mb-protonet-flip-5k-trainval reptile reptile-zero task.k_shot=10 inner.step_shots=2 train.val_setting=5w1s \
   "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" data.reflections=true "$TRAINVAL"
+# Session 32. Two more of the listed Reptile runs: 10-shot tasks with one image of every class per inner
+# step (10 steps, so every image once), and 20-way 5-shot tasks with one image of every class per step.
+train reptile-zero-10shot-mb1-protonet-flip-5k-trainval reptile reptile-zero task.k_shot=10 inner.step_shots=1 \
+  inner.steps=10 train.val_setting=5w1s "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" data.reflections=true \
+  "$TRAINVAL"
+train reptile-zero-20way-mb-protonet-flip-5k-trainval reptile reptile-zero task.n_way=20 inner.step_shots=1 \
+  train.val_setting=20w1s "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" data.reflections=true "$TRAINVAL"
+# pretrain-flip with a cosine classifier over the 928 classes (model.head=cosine, its scale learned from 10;
+# Chen et al.'s Baseline++): does pretraining that scores classes by direction alone make a better embedding?
+train pretrain-flip-cos pretrain pretrain data.reflections=true model.head=cosine
 [[ $TRAIN_ONLY == 1 ]] && { echo "training done: $OUT"; exit 0; }
 
 # Test steps chosen on the validation characters (test_steps_on_val.py; README): these runs are
@@ -230,7 +240,9 @@ declare -A CHECKPOINT=([protonet-flip-trainval]=last.pt [protonet-flip-5k-trainv
                        [reptile-zero-protonet-flip-5k-trainval]=last.pt
                        [reptile-zero-mb-protonet-flip-5k-trainval]=last.pt
                        [reptile-zero-1shot-protonet-flip-5k-trainval]=last.pt
-                       [reptile-zero-10shot-mb-protonet-flip-5k-trainval]=last.pt)
+                       [reptile-zero-10shot-mb-protonet-flip-5k-trainval]=last.pt
+                       [reptile-zero-10shot-mb1-protonet-flip-5k-trainval]=last.pt
+                       [reptile-zero-20way-mb-protonet-flip-5k-trainval]=last.pt)
 declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml20-pretrained]=maml
                  [protonet-flip]=protonet [protonet-flip-elastic]=protonet [protonet5-flip]=protonet
                  [protomaml-protonet-flip]=fomaml [protonet-flip-w128]=protonet
@@ -248,7 +260,9 @@ declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml
                  [reptile-zero-protonet-flip-5k-trainval]=reptile
                  [reptile-zero-mb-protonet-flip-5k-trainval]=reptile
                  [reptile-zero-1shot-protonet-flip-5k-trainval]=reptile
-                 [reptile-zero-10shot-mb-protonet-flip-5k-trainval]=reptile)  # the learner of runs not named after theirs
+                 [reptile-zero-10shot-mb-protonet-flip-5k-trainval]=reptile
+                 [reptile-zero-10shot-mb1-protonet-flip-5k-trainval]=reptile
+                 [reptile-zero-20way-mb-protonet-flip-5k-trainval]=reptile)  # the learner of runs not named after theirs
 candidates=()
 for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained protomaml-pretrained protomaml-protonet \
            reptile reptile-pretrained protonet protonet-pretrained protonet-flip protomaml-protonet-flip \
@@ -260,7 +274,8 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
            fomaml-zero-protonet-flip-5k-trainval fomaml-zero-protonet-flip-5k-trainval-4500 maml-zero-pretrained-flip-init \
            metasgd-zero-protonet-flip-5k-trainval metasgd-fo-zero-protonet-flip-5k-trainval-4500 \
            reptile-zero-protonet-flip-5k-trainval reptile-zero-mb-protonet-flip-5k-trainval \
-           reptile-zero-1shot-protonet-flip-5k-trainval reptile-zero-10shot-mb-protonet-flip-5k-trainval; do
+           reptile-zero-1shot-protonet-flip-5k-trainval reptile-zero-10shot-mb-protonet-flip-5k-trainval \
+           reptile-zero-10shot-mb1-protonet-flip-5k-trainval reptile-zero-20way-mb-protonet-flip-5k-trainval; do
   checkpoint=${CHECKPOINT[$run]:-best.pt}
   [[ -f "$OUT/$run/$checkpoint" ]] || continue
   kind=${KIND[$run]:-${run%-pretrained}}
@@ -300,6 +315,9 @@ if [[ -f "$OUT/pretrain-flip/best.pt" ]]; then
   candidates+=("linear-probe-flip=finetune:$OUT/pretrain-flip" "simpleshot-flip=simpleshot:$OUT/pretrain-flip"
                "linear-probe-flip-16views=finetune:$OUT/pretrain-flip@views=16"
                "simpleshot-flip-16views=simpleshot:$OUT/pretrain-flip@views=16")
+fi
+if [[ -f "$OUT/pretrain-flip-cos/best.pt" ]]; then
+  candidates+=("linear-probe-flip-cos=finetune:$OUT/pretrain-flip-cos" "simpleshot-flip-cos=simpleshot:$OUT/pretrain-flip-cos")
 fi
 candidates+=("scratch=scratch")
 methods=()

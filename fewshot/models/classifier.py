@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -30,16 +31,21 @@ class CosineHead(nn.Module):
 
     Every class is scored by direction alone, so training it pulls each class's features
     towards one direction whatever their length: the geometry a nearest-centroid classifier
-    on normalised features (SimpleShot) relies on later.
+    on normalised features (SimpleShot) relies on later. ``learn_scale``: the scale is a
+    parameter (``log_scale``, from ``scale``), as pretraining over hundreds of classes needs:
+    with a fixed 10 the softmax over them cannot grow confident and the features suffer.
     """
 
-    def __init__(self, in_features: int, n_way: int, scale: float = 10.0):
+    def __init__(self, in_features: int, n_way: int, scale: float = 10.0, learn_scale: bool = False):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(n_way, in_features) * 0.01)
         self.scale = scale
+        if learn_scale:
+            self.log_scale = nn.Parameter(torch.tensor(math.log(scale)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scale * F.normalize(x, dim=-1) @ F.normalize(self.weight, dim=-1).t()
+        scale = self.log_scale.exp() if hasattr(self, "log_scale") else self.scale
+        return scale * F.normalize(x, dim=-1) @ F.normalize(self.weight, dim=-1).t()
 
 
 class Classifier(nn.Module):
@@ -47,9 +53,9 @@ class Classifier(nn.Module):
 
     Attributes:
         backbone: images ``[B, C, H, W]`` to features ``[B, feature_dim]``.
-        head: ``nn.Linear(feature_dim, n_way)``, or a :class:`CosineHead` with ``head="cosine"``
-            (for supervised pretraining; the meta-learners adapt a linear head); its parameters
-            are named ``head.*``.
+        head: ``nn.Linear(feature_dim, n_way)``, or a :class:`CosineHead` with a learned scale
+            with ``head="cosine"`` (for supervised pretraining; the meta-learners adapt a linear
+            head); its parameters are named ``head.*``.
     """
 
     def __init__(self, backbone: nn.Module, n_way: int, head: str = "linear"):
@@ -58,7 +64,7 @@ class Classifier(nn.Module):
             raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
         self.backbone = backbone
         dim = backbone.feature_dim
-        self.head = nn.Linear(dim, n_way) if head == "linear" else CosineHead(dim, n_way)
+        self.head = nn.Linear(dim, n_way) if head == "linear" else CosineHead(dim, n_way, learn_scale=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
