@@ -30,7 +30,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     )
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 93
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 96
     assert {
         "maml-10steps",
         "maml-pretrained-10steps",
@@ -78,6 +78,9 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "reptile-zero-20way-mb-protonet-flip-5k-trainval",
         "simpleshot-flip-cos",
         "linear-probe-flip-cos",
+        "reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval",
+        "reptile-zero-10shot-mb-protonet-flip-5k-trainval-s1",
+        "protomaml-protonet-flip-5k-trainval-init",
     } <= set(report["methods"])
     # the -flip runs train on 8 classes per character (rotations and mirror images), the others on 4
     for run in ("pretrain", "protonet", "protomaml-protonet", "maml-pretrained"):
@@ -119,12 +122,16 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         ("reptile-zero-10shot-mb-protonet-flip-5k-trainval", 2, 5, 5, 10),
         ("reptile-zero-10shot-mb1-protonet-flip-5k-trainval", 1, 10, 5, 10),
         ("reptile-zero-20way-mb-protonet-flip-5k-trainval", 1, 5, 20, 5),
+        ("reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval", 2, 5, 5, 10),
+        ("reptile-zero-10shot-mb-protonet-flip-5k-trainval-s1", 2, 5, 5, 10),
     ):
         cfg = OmegaConf.load(tmp_path / run / "config.yaml")
         assert (cfg.learner, cfg.inner.zero_head, cfg.inner.step_shots) == ("reptile", True, step_shots)
         assert cfg.model.pretrained == str(tmp_path / "protonet-flip-5k-trainval/last.pt")
         assert (cfg.inner.lr, cfg.inner.steps, cfg.inner.optimizer) == (0.2, steps, "sgd")
         assert (cfg.task.n_way, cfg.task.k_shot) == (n_way, k_shot)
+    second_seed = tmp_path / "reptile-zero-10shot-mb-protonet-flip-5k-trainval-s1" / "config.yaml"
+    assert OmegaConf.load(second_seed).train.seed == 1
     # session 32's pretraining with a cosine classifier, whose scale is learned
     cos = OmegaConf.load(tmp_path / "pretrain-flip-cos" / "config.yaml")
     assert (cos.model.head, cos.data.reflections) == ("cosine", True)
@@ -135,6 +142,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     for run, start in (
         ("maml-zero-protonet-flip-5k-trainval-init", "protonet-flip-5k-trainval/last.pt"),
         ("maml-zero-pretrained-flip-init", "pretrain-flip/best.pt"),
+        ("protomaml-protonet-flip-5k-trainval-init", "protonet-flip-5k-trainval/last.pt"),
     ):
         init = torch.load(tmp_path / run / "last.pt", weights_only=True)["model"]
         begun = torch.load(tmp_path / start, weights_only=True)["model"]
@@ -173,6 +181,9 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "reptile-zero-10shot-mb-protonet-flip-5k-trainval",
         "reptile-zero-10shot-mb1-protonet-flip-5k-trainval",
         "reptile-zero-20way-mb-protonet-flip-5k-trainval",
+        "reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval",
+        "reptile-zero-10shot-mb-protonet-flip-5k-trainval-s1",
+        "protomaml-protonet-flip-5k-trainval-init",
     ):
         split = OmegaConf.load(tmp_path / run / "config.yaml").data.split
         assert split.manifest == str(tmp_path / "small1_trainval.json")

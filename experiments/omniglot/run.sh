@@ -206,6 +206,18 @@ train reptile-zero-10shot-mb1-protonet-flip-5k-trainval reptile reptile-zero tas
   "$TRAINVAL"
 train reptile-zero-20way-mb-protonet-flip-5k-trainval reptile reptile-zero task.n_way=20 inner.step_shots=1 \
   train.val_setting=20w1s "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" data.reflections=true "$TRAINVAL"
+# The best of them, -10shot-mb-, for three times the steps (its first 1,500 are that run: constant outer lr, same
+# seed) and with a second seed.
+train reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval reptile reptile-zero task.k_shot=10 inner.step_shots=2 \
+  train.val_setting=5w1s "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" data.reflections=true "$TRAINVAL" \
+  train.steps=4500 train.val_every=500
+train reptile-zero-10shot-mb-protonet-flip-5k-trainval-s1 reptile reptile-zero task.k_shot=10 inner.step_shots=2 \
+  train.val_setting=5w1s "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" data.reflections=true "$TRAINVAL" \
+  train.seed=1
+# protomaml-protonet-flip-5k-trainval's start, not meta-trained (one step at outer lr 0, as the -init runs of
+# session 29): ProtoNet's network adapted by Proto-MAML's rule (class-mean head, 3 SGD steps of 0.01).
+train protomaml-protonet-flip-5k-trainval-init fomaml protomaml "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" \
+  optim.lr=0 train.steps=1 train.val_every=1 data.reflections=true "$TRAINVAL"
 # pretrain-flip with a cosine classifier over the 928 classes (model.head=cosine, its scale learned from 10;
 # Chen et al.'s Baseline++): does pretraining that scores classes by direction alone make a better embedding?
 train pretrain-flip-cos pretrain pretrain data.reflections=true model.head=cosine
@@ -242,7 +254,10 @@ declare -A CHECKPOINT=([protonet-flip-trainval]=last.pt [protonet-flip-5k-trainv
                        [reptile-zero-1shot-protonet-flip-5k-trainval]=last.pt
                        [reptile-zero-10shot-mb-protonet-flip-5k-trainval]=last.pt
                        [reptile-zero-10shot-mb1-protonet-flip-5k-trainval]=last.pt
-                       [reptile-zero-20way-mb-protonet-flip-5k-trainval]=last.pt)
+                       [reptile-zero-20way-mb-protonet-flip-5k-trainval]=last.pt
+                       [reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval]=last.pt
+                       [reptile-zero-10shot-mb-protonet-flip-5k-trainval-s1]=last.pt
+                       [protomaml-protonet-flip-5k-trainval-init]=last.pt)
 declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml20-pretrained]=maml
                  [protonet-flip]=protonet [protonet-flip-elastic]=protonet [protonet5-flip]=protonet
                  [protomaml-protonet-flip]=fomaml [protonet-flip-w128]=protonet
@@ -262,7 +277,10 @@ declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml
                  [reptile-zero-1shot-protonet-flip-5k-trainval]=reptile
                  [reptile-zero-10shot-mb-protonet-flip-5k-trainval]=reptile
                  [reptile-zero-10shot-mb1-protonet-flip-5k-trainval]=reptile
-                 [reptile-zero-20way-mb-protonet-flip-5k-trainval]=reptile)  # the learner of runs not named after theirs
+                 [reptile-zero-20way-mb-protonet-flip-5k-trainval]=reptile
+                 [reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval]=reptile
+                 [reptile-zero-10shot-mb-protonet-flip-5k-trainval-s1]=reptile
+                 [protomaml-protonet-flip-5k-trainval-init]=fomaml)  # the learner of runs not named after theirs
 candidates=()
 for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained protomaml-pretrained protomaml-protonet \
            reptile reptile-pretrained protonet protonet-pretrained protonet-flip protomaml-protonet-flip \
@@ -275,7 +293,9 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
            metasgd-zero-protonet-flip-5k-trainval metasgd-fo-zero-protonet-flip-5k-trainval-4500 \
            reptile-zero-protonet-flip-5k-trainval reptile-zero-mb-protonet-flip-5k-trainval \
            reptile-zero-1shot-protonet-flip-5k-trainval reptile-zero-10shot-mb-protonet-flip-5k-trainval \
-           reptile-zero-10shot-mb1-protonet-flip-5k-trainval reptile-zero-20way-mb-protonet-flip-5k-trainval; do
+           reptile-zero-10shot-mb1-protonet-flip-5k-trainval reptile-zero-20way-mb-protonet-flip-5k-trainval \
+           reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval reptile-zero-10shot-mb-protonet-flip-5k-trainval-s1 \
+           protomaml-protonet-flip-5k-trainval-init; do
   checkpoint=${CHECKPOINT[$run]:-best.pt}
   [[ -f "$OUT/$run/$checkpoint" ]] || continue
   kind=${KIND[$run]:-${run%-pretrained}}
