@@ -321,7 +321,7 @@ def _compose(
     return _merge(cfg, OmegaConf.from_dotlist(dotlist), schema, "the command line")
 
 
-def _saved_config(run_dir: str | Path, schema_type: type, what: str) -> tuple[DictConfig, DictConfig]:
+def saved_config(run_dir: str | Path, schema_type: type, what: str) -> tuple[DictConfig, DictConfig]:
     """The ``config.yaml`` that ``run_dir`` saved, over ``schema_type``'s defaults, and that schema."""
     saved = Path(run_dir) / "config.yaml"
     if not saved.is_file():
@@ -336,7 +336,7 @@ def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = 
 
     Resuming continues the run as it was configured (``train.steps=...`` may extend it).
     """
-    cfg, schema = _saved_config(run_dir, Config, "a fewshot run directory")
+    cfg, schema = saved_config(run_dir, Config, "a fewshot run directory")
     cfg = _merge(cfg, OmegaConf.from_dotlist(list(overrides)), schema, "the command line")
     cfg.train.resume = str(run_dir)
     _check(cfg)
@@ -353,7 +353,7 @@ def resume_eval_config(run_dir: str | Path, overrides: list[str] | tuple[str, ..
     Only :data:`RESUME_OVERRIDES` may be given: any other change would make the chunks of
     episodes it has saved (:mod:`fewshot.evaluation.partial`) scores of another evaluation.
     """
-    cfg, schema = _saved_config(run_dir, EvalConfig, "an output directory of fewshot.evaluate")
+    cfg, schema = saved_config(run_dir, EvalConfig, "an output directory of fewshot.evaluate")
     changed = [o for o in overrides if o.partition("=")[0] not in RESUME_OVERRIDES]
     if changed:
         raise ConfigError(

@@ -486,6 +486,12 @@ def test_reuse_takes_earlier_scores_of_the_same_methods_only(runs, tmp_path, cap
     _evaluate(tmp_path, f"methods=[proto=protonet:{tmp_path}/moved]", "name=f", f"reuse=[{tmp_path}/a]")
     moved = torch.load(tmp_path / "f" / "scores.pt", weights_only=True)
     assert torch.equal(moved["5w1s"]["proto"]["accuracy"], marked)
+    saved = OmegaConf.load(tmp_path / "a" / "config.yaml")  # as saved before model.head existed
+    del saved.model["head"]
+    OmegaConf.save(saved, tmp_path / "a" / "config.yaml")
+    _evaluate(tmp_path, f"methods=[proto=protonet:{tmp_path}/moved]", "name=g", f"reuse=[{tmp_path}/a]")
+    reused = json.loads((tmp_path / "g" / "report.json").read_text())["reused"]
+    assert reused["5w1s"] == {"proto": f"{tmp_path}/a"}
     # longer than what was scored, or another protocol: measured again, or refused
     _evaluate(tmp_path, three, "name=d", "episodes=5", f"reuse=[{tmp_path}/a]")
     assert json.loads((tmp_path / "d" / "report.json").read_text())["reused"] == {}

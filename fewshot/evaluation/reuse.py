@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from fewshot.config import EvalConfig, saved_config
 from fewshot.data import load_manifest
 from fewshot.evaluation.compare import Scores, Setting
 from fewshot.evaluation.methods import MethodSpec, resolve_checkpoint
@@ -108,7 +109,8 @@ def load_reused(
                 f"reuse={name}: {', '.join(missing)} not found; give the output directory of an "
                 "evaluation made by this version of fewshot.evaluate"
             )
-        old = OmegaConf.load(d / "config.yaml")
+        # over the defaults, so a key added since it was made counts as its default
+        old, _ = saved_config(d, EvalConfig, "an output directory of fewshot.evaluate")
         for key in PROTOCOL:
             theirs, ours = (OmegaConf.to_container(OmegaConf.create({key: c.get(key)})) for c in (old, cfg))
             if theirs != ours:
