@@ -30,7 +30,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     )
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 96
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 97
     assert {
         "maml-10steps",
         "maml-pretrained-10steps",
@@ -80,6 +80,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "linear-probe-flip-cos",
         "reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval",
         "reptile-zero-10shot-mb-protonet-flip-5k-trainval-s1",
+        "reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval-s1",
         "protomaml-protonet-flip-5k-trainval-init",
     } <= set(report["methods"])
     # the -flip runs train on 8 classes per character (rotations and mirror images), the others on 4
@@ -124,14 +125,18 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         ("reptile-zero-20way-mb-protonet-flip-5k-trainval", 1, 5, 20, 5),
         ("reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval", 2, 5, 5, 10),
         ("reptile-zero-10shot-mb-protonet-flip-5k-trainval-s1", 2, 5, 5, 10),
+        ("reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval-s1", 2, 5, 5, 10),
     ):
         cfg = OmegaConf.load(tmp_path / run / "config.yaml")
         assert (cfg.learner, cfg.inner.zero_head, cfg.inner.step_shots) == ("reptile", True, step_shots)
         assert cfg.model.pretrained == str(tmp_path / "protonet-flip-5k-trainval/last.pt")
         assert (cfg.inner.lr, cfg.inner.steps, cfg.inner.optimizer) == (0.2, steps, "sgd")
         assert (cfg.task.n_way, cfg.task.k_shot) == (n_way, k_shot)
-    second_seed = tmp_path / "reptile-zero-10shot-mb-protonet-flip-5k-trainval-s1" / "config.yaml"
-    assert OmegaConf.load(second_seed).train.seed == 1
+    for run in (
+        "reptile-zero-10shot-mb-protonet-flip-5k-trainval-s1",
+        "reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval-s1",
+    ):
+        assert OmegaConf.load(tmp_path / run / "config.yaml").train.seed == 1
     # session 32's pretraining with a cosine classifier, whose scale is learned
     cos = OmegaConf.load(tmp_path / "pretrain-flip-cos" / "config.yaml")
     assert (cos.model.head, cos.data.reflections) == ("cosine", True)
@@ -183,6 +188,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "reptile-zero-20way-mb-protonet-flip-5k-trainval",
         "reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval",
         "reptile-zero-10shot-mb-protonet-flip-5k-trainval-s1",
+        "reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval-s1",
         "protomaml-protonet-flip-5k-trainval-init",
     ):
         split = OmegaConf.load(tmp_path / run / "config.yaml").data.split

@@ -207,13 +207,16 @@ train reptile-zero-10shot-mb1-protonet-flip-5k-trainval reptile reptile-zero tas
 train reptile-zero-20way-mb-protonet-flip-5k-trainval reptile reptile-zero task.n_way=20 inner.step_shots=1 \
   train.val_setting=20w1s "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" data.reflections=true "$TRAINVAL"
 # The best of them, -10shot-mb-, for three times the steps (its first 1,500 are that run: constant outer lr, same
-# seed) and with a second seed.
+# seed), with a second seed, and both.
 train reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval reptile reptile-zero task.k_shot=10 inner.step_shots=2 \
   train.val_setting=5w1s "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" data.reflections=true "$TRAINVAL" \
   train.steps=4500 train.val_every=500
 train reptile-zero-10shot-mb-protonet-flip-5k-trainval-s1 reptile reptile-zero task.k_shot=10 inner.step_shots=2 \
   train.val_setting=5w1s "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" data.reflections=true "$TRAINVAL" \
   train.seed=1
+train reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval-s1 reptile reptile-zero task.k_shot=10 inner.step_shots=2 \
+  train.val_setting=5w1s "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" data.reflections=true "$TRAINVAL" \
+  train.steps=4500 train.val_every=500 train.seed=1
 # protomaml-protonet-flip-5k-trainval's start, not meta-trained (one step at outer lr 0, as the -init runs of
 # session 29): ProtoNet's network adapted by Proto-MAML's rule (class-mean head, 3 SGD steps of 0.01).
 train protomaml-protonet-flip-5k-trainval-init fomaml protomaml "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" \
@@ -257,6 +260,7 @@ declare -A CHECKPOINT=([protonet-flip-trainval]=last.pt [protonet-flip-5k-trainv
                        [reptile-zero-20way-mb-protonet-flip-5k-trainval]=last.pt
                        [reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval]=last.pt
                        [reptile-zero-10shot-mb-protonet-flip-5k-trainval-s1]=last.pt
+                       [reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval-s1]=last.pt
                        [protomaml-protonet-flip-5k-trainval-init]=last.pt)
 declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml20-pretrained]=maml
                  [protonet-flip]=protonet [protonet-flip-elastic]=protonet [protonet5-flip]=protonet
@@ -280,6 +284,7 @@ declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml
                  [reptile-zero-20way-mb-protonet-flip-5k-trainval]=reptile
                  [reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval]=reptile
                  [reptile-zero-10shot-mb-protonet-flip-5k-trainval-s1]=reptile
+                 [reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval-s1]=reptile
                  [protomaml-protonet-flip-5k-trainval-init]=fomaml)  # the learner of runs not named after theirs
 candidates=()
 for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained protomaml-pretrained protomaml-protonet \
@@ -295,6 +300,7 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
            reptile-zero-1shot-protonet-flip-5k-trainval reptile-zero-10shot-mb-protonet-flip-5k-trainval \
            reptile-zero-10shot-mb1-protonet-flip-5k-trainval reptile-zero-20way-mb-protonet-flip-5k-trainval \
            reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval reptile-zero-10shot-mb-protonet-flip-5k-trainval-s1 \
+           reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval-s1 \
            protomaml-protonet-flip-5k-trainval-init; do
   checkpoint=${CHECKPOINT[$run]:-best.pt}
   [[ -f "$OUT/$run/$checkpoint" ]] || continue
