@@ -395,7 +395,7 @@ def _check_positive(cfg: DictConfig, keys: tuple[str, ...]) -> None:
 
 def _check_eval(cfg: DictConfig) -> None:
     _check_data(cfg)
-    if cfg.finetune.head not in ("linear", "cosine"):
+    if cfg.finetune.head not in HEADS:
         raise ConfigError(f"finetune.head={cfg.finetune.head!r} is not one of: linear, cosine")
     if not cfg.methods:
         raise ConfigError(

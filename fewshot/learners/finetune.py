@@ -26,7 +26,7 @@ from torch.func import functional_call
 from fewshot.learners.base import BatchPredictor, Learner
 from fewshot.learners.features import batch_features, embed
 from fewshot.learners.functional import batch_statistics
-from fewshot.models import CosineHead, channels_last
+from fewshot.models import HEADS, CosineHead, channels_last
 
 
 class FineTune(Learner):
@@ -66,7 +66,7 @@ class FineTune(Learner):
             raise ValueError(f"mode must be 'linear', 'partial' or 'full', got {mode!r}")
         if batch_norm not in ("running", "batch"):
             raise ValueError(f"batch_norm must be 'running' or 'batch', got {batch_norm!r}")
-        if head not in ("linear", "cosine"):
+        if head not in HEADS:
             raise ValueError(f"head must be 'linear' or 'cosine', got {head!r}")
         n_blocks = len(getattr(backbone, "blocks", []))
         if mode == "partial" and not 0 < freeze_blocks <= n_blocks:
