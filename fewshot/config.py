@@ -91,6 +91,7 @@ class OptimConfig:
     momentum: float = 0.9  # sgd only
     weight_decay: float = 0.0
     schedule: str = "constant"  # constant | cosine
+    rates_lr: float | None = None  # metasgd: outer lr of the learned inner rates (default: lr)
 
 
 @dataclass
@@ -451,6 +452,12 @@ def _check(cfg: DictConfig) -> None:
                 f"inner.step_shots={step_shots} must be between 1 and task.k_shot={cfg.task.k_shot} "
                 "(the images per class a support set has); pick a value in that range or raise task.k_shot"
             )
+    rates_lr = cfg.optim.get("rates_lr")  # runs saved before the option lack it
+    if rates_lr is not None and cfg.learner != "metasgd":
+        raise ConfigError(
+            f"optim.rates_lr={rates_lr} sets the outer lr of Meta-SGD's learned inner rates, which "
+            f"{cfg.learner} does not have: drop the override or use learner metasgd"
+        )
     head = cfg.model.get("head", "linear")  # runs saved before the option lack it
     if head not in HEADS:
         raise ConfigError(f"model.head={head!r} is not one of: {', '.join(HEADS)}")

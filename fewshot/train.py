@@ -138,6 +138,17 @@ def build_learner(cfg: DictConfig, channels: int, image_size: int, n_base: int) 
     )
 
 
+def parameter_groups(learner: torch.nn.Module, optim: DictConfig) -> list[dict]:
+    """The learner's parameters for the outer optimizer: Meta-SGD's learned inner rates form a
+    group of their own when ``optim.rates_lr`` gives them their own step size."""
+    rates_lr = optim.get("rates_lr")  # runs saved before the option lack it
+    if rates_lr is None:
+        return [{"params": list(learner.parameters())}]
+    rates = {id(p) for p in learner.lrs.parameters()}
+    others = [p for p in learner.parameters() if id(p) not in rates]
+    return [{"params": others}, {"params": list(learner.lrs.parameters()), "lr": rates_lr}]
+
+
 def build_optimizer(optim: DictConfig, params, steps: int):
     if optim.name == "adam":
         opt = torch.optim.Adam(params, lr=optim.lr, weight_decay=optim.weight_decay)
@@ -250,7 +261,7 @@ def train(cfg: DictConfig) -> Path:
         save_manifest(manifest, run_dir / "split.json")
     channels, size = splits["base"].image_shape[0], splits["base"].image_shape[1]
     learner = build_learner(cfg, channels, size, splits["base"].num_classes).to(device)
-    opt, sched = build_optimizer(cfg.optim, learner.parameters(), cfg.train.steps)
+    opt, sched = build_optimizer(cfg.optim, parameter_groups(learner, cfg.optim), cfg.train.steps)
     train_sampler = (
         None
         if pretrain

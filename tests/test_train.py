@@ -84,6 +84,22 @@ def test_pretraining_with_a_cosine_head(tmp_path):
         load_config("pretrain", ["model.head=cos"])
 
 
+def test_metasgd_rates_get_their_own_outer_lr(tmp_path):
+    """With optim.lr=0 only the rates move, by Adam's first step of rates_lr; and only Meta-SGD has rates."""
+    args = ["metasgd", *TINY, "train.steps=1", "train.val_every=1", "optim.lr=0", f"train.out_dir={tmp_path}"]
+    main([*args, "optim.rates_lr=0.01", "train.name=own"])
+    main([*args, "train.name=shared"])
+    own, shared = (load_checkpoint(tmp_path / name / "last.pt")["model"] for name in ("own", "shared"))
+    weights = [k for k in own if k.startswith("model.") and own[k].is_floating_point()]
+    assert weights and all(torch.equal(own[k], shared[k]) for k in weights)  # the weights stayed put
+    rates = [k for k in own if k.startswith("lrs.")]
+    assert rates and all(torch.equal(shared[k], torch.full_like(shared[k], 0.4)) for k in rates)
+    moved = torch.cat([(own[k] - 0.4).abs().flatten() for k in rates])
+    assert moved.max() == pytest.approx(0.01, rel=1e-3)  # Adam's first step is lr times a unit sign
+    with pytest.raises(ConfigError, match="optim.rates_lr=0.01 sets the outer lr of Meta-SGD's learned"):
+        load_config("maml", ["optim.rates_lr=0.01"])
+
+
 def test_overrides_and_groups_resolve():
     cfg = load_config("maml", ["data=omniglot", "task.n_way=20", "task.k_shot=1", "inner.steps=5"])
     assert cfg.data.source == "omniglot" and cfg.data.rotations is True
