@@ -30,7 +30,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     )
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 97
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 102
     assert {
         "maml-10steps",
         "maml-pretrained-10steps",
@@ -82,6 +82,9 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "reptile-zero-10shot-mb-protonet-flip-5k-trainval-s1",
         "reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval-s1",
         "protomaml-protonet-flip-5k-trainval-init",
+        "reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval-s2",
+        "reptile-zero-10shot-mb-4500-pretrained-flip",
+        "metasgd-zero-rates1e-3-protonet-flip-5k-trainval-10steps",
     } <= set(report["methods"])
     # the -flip runs train on 8 classes per character (rotations and mirror images), the others on 4
     for run in ("pretrain", "protonet", "protomaml-protonet", "maml-pretrained"):
@@ -107,36 +110,45 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         ("maml-zero-pretrained-flip-init", "pretrain-flip/best.pt", False),
         ("metasgd-zero-protonet-flip-5k-trainval", "protonet-flip-5k-trainval/last.pt", False),
         ("metasgd-fo-zero-protonet-flip-5k-trainval-4500", "protonet-flip-5k-trainval/last.pt", True),
+        ("metasgd-zero-rates1e-3-protonet-flip-5k-trainval", "protonet-flip-5k-trainval/last.pt", False),
     ):
         cfg = OmegaConf.load(tmp_path / run / "config.yaml")
         learner = "metasgd" if run.startswith("metasgd") else "fomaml" if first_order else "maml"
         assert cfg.learner == learner
         assert cfg.model.pretrained == str(tmp_path / start) and cfg.inner.zero_head is True
         assert (cfg.inner.steps, cfg.inner.first_order, cfg.data.reflections) == (2, first_order, True)
-    # session 31's and 32's Reptile runs: the same head and start, SGD steps of 0.2, on 5-way 5-shot tasks
-    # (each step on all the support set or one image of every class), 5-way 1-shot tasks, 5-way 10-shot
-    # tasks with two or one images of every class per step, or 20-way 5-shot tasks with one
-    for run, step_shots, steps, n_way, k_shot in (
-        ("reptile-zero-protonet-flip-5k-trainval", None, 5, 5, 5),
-        ("reptile-zero-mb-protonet-flip-5k-trainval", 1, 5, 5, 5),
-        ("reptile-zero-1shot-protonet-flip-5k-trainval", None, 5, 5, 1),
-        ("reptile-zero-10shot-mb-protonet-flip-5k-trainval", 2, 5, 5, 10),
-        ("reptile-zero-10shot-mb1-protonet-flip-5k-trainval", 1, 10, 5, 10),
-        ("reptile-zero-20way-mb-protonet-flip-5k-trainval", 1, 5, 20, 5),
-        ("reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval", 2, 5, 5, 10),
-        ("reptile-zero-10shot-mb-protonet-flip-5k-trainval-s1", 2, 5, 5, 10),
-        ("reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval-s1", 2, 5, 5, 10),
+        assert cfg.optim.rates_lr == (0.001 if "-rates1e-3-" in run else None)
+    # session 31's to 33's Reptile runs: the same head, SGD steps of 0.2 from ProtoNet's backbone (0.1 from
+    # the supervised one), on 5-way 5-shot tasks (each step on all the support set or one image of every
+    # class), 5-way 1-shot tasks, 5-way 10-shot tasks with two or one images of every class per step, or
+    # 20-way 5-shot tasks with one
+    protonet = "protonet-flip-5k-trainval/last.pt"
+    for run, step_shots, steps, n_way, k_shot, start, lr in (
+        ("reptile-zero-protonet-flip-5k-trainval", None, 5, 5, 5, protonet, 0.2),
+        ("reptile-zero-mb-protonet-flip-5k-trainval", 1, 5, 5, 5, protonet, 0.2),
+        ("reptile-zero-1shot-protonet-flip-5k-trainval", None, 5, 5, 1, protonet, 0.2),
+        ("reptile-zero-10shot-mb-protonet-flip-5k-trainval", 2, 5, 5, 10, protonet, 0.2),
+        ("reptile-zero-10shot-mb1-protonet-flip-5k-trainval", 1, 10, 5, 10, protonet, 0.2),
+        ("reptile-zero-20way-mb-protonet-flip-5k-trainval", 1, 5, 20, 5, protonet, 0.2),
+        ("reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval", 2, 5, 5, 10, protonet, 0.2),
+        ("reptile-zero-10shot-mb-protonet-flip-5k-trainval-s1", 2, 5, 5, 10, protonet, 0.2),
+        ("reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval-s1", 2, 5, 5, 10, protonet, 0.2),
+        ("reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval-s2", 2, 5, 5, 10, protonet, 0.2),
+        ("reptile-zero-10shot-mb-4500-pretrained-flip", 2, 5, 5, 10, "pretrain-flip/best.pt", 0.1),
+        ("reptile-zero-10shot-mb-4500-pretrained-flip-s1", 2, 5, 5, 10, "pretrain-flip/best.pt", 0.1),
     ):
         cfg = OmegaConf.load(tmp_path / run / "config.yaml")
         assert (cfg.learner, cfg.inner.zero_head, cfg.inner.step_shots) == ("reptile", True, step_shots)
-        assert cfg.model.pretrained == str(tmp_path / "protonet-flip-5k-trainval/last.pt")
-        assert (cfg.inner.lr, cfg.inner.steps, cfg.inner.optimizer) == (0.2, steps, "sgd")
+        assert cfg.model.pretrained == str(tmp_path / start)
+        assert (cfg.inner.lr, cfg.inner.steps, cfg.inner.optimizer) == (lr, steps, "sgd")
         assert (cfg.task.n_way, cfg.task.k_shot) == (n_way, k_shot)
-    for run in (
-        "reptile-zero-10shot-mb-protonet-flip-5k-trainval-s1",
-        "reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval-s1",
+    for run, seed in (
+        ("reptile-zero-10shot-mb-protonet-flip-5k-trainval-s1", 1),
+        ("reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval-s1", 1),
+        ("reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval-s2", 2),
+        ("reptile-zero-10shot-mb-4500-pretrained-flip-s1", 1),
     ):
-        assert OmegaConf.load(tmp_path / run / "config.yaml").train.seed == 1
+        assert OmegaConf.load(tmp_path / run / "config.yaml").train.seed == seed
     # session 32's pretraining with a cosine classifier, whose scale is learned
     cos = OmegaConf.load(tmp_path / "pretrain-flip-cos" / "config.yaml")
     assert (cos.model.head, cos.data.reflections) == ("cosine", True)
@@ -154,7 +166,11 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         backbone = {k.removeprefix("model."): v for k, v in init.items() if k.startswith("model.backbone.")}
         assert backbone and all(torch.equal(v, begun[k]) for k, v in backbone.items())
     # Meta-SGD's checkpoints hold an inner lr per backbone entry, meta-trained away from the 0.2 it starts at
-    for run in ("metasgd-zero-protonet-flip-5k-trainval", "metasgd-fo-zero-protonet-flip-5k-trainval-4500"):
+    for run in (
+        "metasgd-zero-protonet-flip-5k-trainval",
+        "metasgd-fo-zero-protonet-flip-5k-trainval-4500",
+        "metasgd-zero-rates1e-3-protonet-flip-5k-trainval",
+    ):
         state = torch.load(tmp_path / run / "last.pt", weights_only=True)["model"]
         rates = [v for k, v in state.items() if k.startswith("lrs.backbone")]
         assert rates and not all(torch.equal(r, torch.full_like(r, 0.2)) for r in rates)
@@ -180,6 +196,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "fomaml-zero-protonet-flip-5k-trainval-4500",
         "metasgd-zero-protonet-flip-5k-trainval",
         "metasgd-fo-zero-protonet-flip-5k-trainval-4500",
+        "metasgd-zero-rates1e-3-protonet-flip-5k-trainval",
         "reptile-zero-protonet-flip-5k-trainval",
         "reptile-zero-mb-protonet-flip-5k-trainval",
         "reptile-zero-1shot-protonet-flip-5k-trainval",
@@ -189,6 +206,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval",
         "reptile-zero-10shot-mb-protonet-flip-5k-trainval-s1",
         "reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval-s1",
+        "reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval-s2",
         "protomaml-protonet-flip-5k-trainval-init",
     ):
         split = OmegaConf.load(tmp_path / run / "config.yaml").data.split
@@ -204,7 +222,13 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         assert ensemble["checkpoint"] == methods["protonet-flip-5k-trainval"]["checkpoint"]
         expected = [methods[f"protonet-flip-5k-trainval{s}"]["checkpoint"] for s in seeds]
         assert [m["checkpoint"] for m in ensemble["members"]] == expected
-    assert methods["protonet-flip-5k"]["checkpoint"] == str(tmp_path / "protonet-flip-5k" / "best.pt")
+    # runs that validate on held-out characters are scored at their best checkpoint
+    for run in (
+        "protonet-flip-5k",
+        "reptile-zero-10shot-mb-4500-pretrained-flip",
+        "reptile-zero-10shot-mb-4500-pretrained-flip-s1",
+    ):
+        assert methods[run]["checkpoint"] == str(tmp_path / run / "best.pt")
     for key in report["settings"]:
         assert set(report["results"][key]) == set(report["methods"])
     # the committed manifests are reproduced

@@ -217,6 +217,22 @@ train reptile-zero-10shot-mb-protonet-flip-5k-trainval-s1 reptile reptile-zero t
 train reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval-s1 reptile reptile-zero task.k_shot=10 inner.step_shots=2 \
   train.val_setting=5w1s "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" data.reflections=true "$TRAINVAL" \
   train.steps=4500 train.val_every=500 train.seed=1
+# Session 33. A third seed of the 4,500-step run, and the same Reptile from the supervised backbone (pretrain-flip,
+# inner lr 0.1 as maml-zero-pretrained-flip and its not-meta-trained control; validated on the held-out characters),
+# with two seeds.
+train reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval-s2 reptile reptile-zero task.k_shot=10 inner.step_shots=2 \
+  train.val_setting=5w1s "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" data.reflections=true "$TRAINVAL" \
+  train.steps=4500 train.val_every=500 train.seed=2
+train reptile-zero-10shot-mb-4500-pretrained-flip reptile reptile-zero task.k_shot=10 inner.step_shots=2 \
+  train.val_setting=5w1s "model.pretrained=$OUT/pretrain-flip/best.pt" inner.lr=0.1 data.reflections=true \
+  train.steps=4500 train.val_every=500
+train reptile-zero-10shot-mb-4500-pretrained-flip-s1 reptile reptile-zero task.k_shot=10 inner.step_shots=2 \
+  train.val_setting=5w1s "model.pretrained=$OUT/pretrain-flip/best.pt" inner.lr=0.1 data.reflections=true \
+  train.steps=4500 train.val_every=500 train.seed=1
+# Meta-SGD's rates with an outer lr of their own, ten times the weights' (session 30's moved by 0.15 at most):
+# otherwise metasgd-zero-protonet-flip-5k-trainval.
+train metasgd-zero-rates1e-3-protonet-flip-5k-trainval metasgd maml-zero optim.rates_lr=0.001 \
+  "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" optim.lr=0.0001 data.reflections=true "$TRAINVAL"
 # protomaml-protonet-flip-5k-trainval's start, not meta-trained (one step at outer lr 0, as the -init runs of
 # session 29): ProtoNet's network adapted by Proto-MAML's rule (class-mean head, 3 SGD steps of 0.01).
 train protomaml-protonet-flip-5k-trainval-init fomaml protomaml "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" \
@@ -232,7 +248,8 @@ declare -A TEST_STEPS=([maml]=10 [maml-pretrained]=10 [maml-pretrained-flip]=10 
                          [maml-protonet-flip]=25 [maml-zero-protonet-flip-5k-trainval]=10 [maml-zero-pretrained-flip]=10
                          [maml-zero-protonet-flip-5k-trainval-init]=10 [fomaml-zero-protonet-flip-5k-trainval]=10
                          [fomaml-zero-protonet-flip-5k-trainval-4500]=10 [maml-zero-pretrained-flip-init]=10
-                         [metasgd-zero-protonet-flip-5k-trainval]=10 [metasgd-fo-zero-protonet-flip-5k-trainval-4500]=10)
+                         [metasgd-zero-protonet-flip-5k-trainval]=10 [metasgd-fo-zero-protonet-flip-5k-trainval-4500]=10
+                         [metasgd-zero-rates1e-3-protonet-flip-5k-trainval]=10)
 # Test-time views chosen on the validation characters (session 22; README): these runs are also
 # scored as <run>-<V>views, each image's features averaged over it and V - 1 affine copies.
 declare -A VIEWS=([protonet-flip]=16 [protonet-flip-w128]=16 [protonet-flip-5k]=16 [protonet-flip-trainval]=16
@@ -261,6 +278,8 @@ declare -A CHECKPOINT=([protonet-flip-trainval]=last.pt [protonet-flip-5k-trainv
                        [reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval]=last.pt
                        [reptile-zero-10shot-mb-protonet-flip-5k-trainval-s1]=last.pt
                        [reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval-s1]=last.pt
+                       [reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval-s2]=last.pt
+                       [metasgd-zero-rates1e-3-protonet-flip-5k-trainval]=last.pt
                        [protomaml-protonet-flip-5k-trainval-init]=last.pt)
 declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml20-pretrained]=maml
                  [protonet-flip]=protonet [protonet-flip-elastic]=protonet [protonet5-flip]=protonet
@@ -285,6 +304,10 @@ declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml
                  [reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval]=reptile
                  [reptile-zero-10shot-mb-protonet-flip-5k-trainval-s1]=reptile
                  [reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval-s1]=reptile
+                 [reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval-s2]=reptile
+                 [reptile-zero-10shot-mb-4500-pretrained-flip]=reptile
+                 [reptile-zero-10shot-mb-4500-pretrained-flip-s1]=reptile
+                 [metasgd-zero-rates1e-3-protonet-flip-5k-trainval]=metasgd
                  [protomaml-protonet-flip-5k-trainval-init]=fomaml)  # the learner of runs not named after theirs
 candidates=()
 for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained protomaml-pretrained protomaml-protonet \
@@ -301,6 +324,9 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
            reptile-zero-10shot-mb1-protonet-flip-5k-trainval reptile-zero-20way-mb-protonet-flip-5k-trainval \
            reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval reptile-zero-10shot-mb-protonet-flip-5k-trainval-s1 \
            reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval-s1 \
+           reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval-s2 reptile-zero-10shot-mb-4500-pretrained-flip \
+           reptile-zero-10shot-mb-4500-pretrained-flip-s1 \
+           metasgd-zero-rates1e-3-protonet-flip-5k-trainval \
            protomaml-protonet-flip-5k-trainval-init; do
   checkpoint=${CHECKPOINT[$run]:-best.pt}
   [[ -f "$OUT/$run/$checkpoint" ]] || continue
