@@ -453,6 +453,11 @@ def _check(cfg: DictConfig) -> None:
                 "(the images per class a support set has); pick a value in that range or raise task.k_shot"
             )
     rates_lr = cfg.optim.get("rates_lr")  # runs saved before the option lack it
+    for key, lr in (("optim.lr", cfg.optim.lr), ("optim.rates_lr", rates_lr)):
+        if lr is not None and lr < 0:
+            raise ConfigError(
+                f"{key}={lr} is negative; give a step size >= 0 (0 leaves those parameters as they are)"
+            )
     if rates_lr is not None and cfg.learner != "metasgd":
         raise ConfigError(
             f"optim.rates_lr={rates_lr} sets the outer lr of Meta-SGD's learned inner rates, which "

@@ -98,6 +98,9 @@ def test_metasgd_rates_get_their_own_outer_lr(tmp_path):
     assert moved.max() == pytest.approx(0.01, rel=1e-3)  # Adam's first step is lr times a unit sign
     with pytest.raises(ConfigError, match="optim.rates_lr=0.01 sets the outer lr of Meta-SGD's learned"):
         load_config("maml", ["optim.rates_lr=0.01"])
+    for key in ("optim.lr", "optim.rates_lr"):
+        with pytest.raises(ConfigError, match=f"{key}=-1.0 is negative"):
+            load_config("metasgd", [f"{key}=-1"])
 
 
 def test_overrides_and_groups_resolve():
