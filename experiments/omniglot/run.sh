@@ -238,6 +238,11 @@ train metasgd-zero-rates1e-3-protonet-flip-5k-trainval metasgd maml-zero optim.r
 # validated on the held-out characters; and a third seed of the supervised-start Reptile.
 train metasgd-zero-pretrained-flip metasgd maml-zero "model.pretrained=$OUT/pretrain-flip/best.pt" inner.lr=0.1 \
   data.reflections=true
+# Its second seed, and the same with session 33's split of outer lrs (weights 1e-4, rates 1e-3).
+train metasgd-zero-pretrained-flip-s1 metasgd maml-zero "model.pretrained=$OUT/pretrain-flip/best.pt" inner.lr=0.1 \
+  data.reflections=true train.seed=1
+train metasgd-zero-rates1e-3-pretrained-flip metasgd maml-zero "model.pretrained=$OUT/pretrain-flip/best.pt" inner.lr=0.1 \
+  data.reflections=true optim.lr=0.0001 optim.rates_lr=0.001
 train reptile-zero-10shot-mb-4500-pretrained-flip-s2 reptile reptile-zero task.k_shot=10 inner.step_shots=2 \
   train.val_setting=5w1s "model.pretrained=$OUT/pretrain-flip/best.pt" inner.lr=0.1 data.reflections=true \
   train.steps=4500 train.val_every=500 train.seed=2
@@ -257,7 +262,8 @@ declare -A TEST_STEPS=([maml]=10 [maml-pretrained]=10 [maml-pretrained-flip]=10 
                          [maml-zero-protonet-flip-5k-trainval-init]=10 [fomaml-zero-protonet-flip-5k-trainval]=10
                          [fomaml-zero-protonet-flip-5k-trainval-4500]=10 [maml-zero-pretrained-flip-init]=10
                          [metasgd-zero-protonet-flip-5k-trainval]=10 [metasgd-fo-zero-protonet-flip-5k-trainval-4500]=10
-                         [metasgd-zero-rates1e-3-protonet-flip-5k-trainval]=10 [metasgd-zero-pretrained-flip]=10)
+                         [metasgd-zero-rates1e-3-protonet-flip-5k-trainval]=10 [metasgd-zero-pretrained-flip]=10
+                         [metasgd-zero-pretrained-flip-s1]=10 [metasgd-zero-rates1e-3-pretrained-flip]=10)
 # Test-time views chosen on the validation characters (session 22; README): these runs are also
 # scored as <run>-<V>views, each image's features averaged over it and V - 1 affine copies.
 declare -A VIEWS=([protonet-flip]=16 [protonet-flip-w128]=16 [protonet-flip-5k]=16 [protonet-flip-trainval]=16
@@ -317,6 +323,7 @@ declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml
                  [reptile-zero-10shot-mb-4500-pretrained-flip-s1]=reptile
                  [metasgd-zero-rates1e-3-protonet-flip-5k-trainval]=metasgd
                  [metasgd-zero-pretrained-flip]=metasgd [reptile-zero-10shot-mb-4500-pretrained-flip-s2]=reptile
+                 [metasgd-zero-pretrained-flip-s1]=metasgd [metasgd-zero-rates1e-3-pretrained-flip]=metasgd
                  [protomaml-protonet-flip-5k-trainval-init]=fomaml)  # the learner of runs not named after theirs
 candidates=()
 for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained protomaml-pretrained protomaml-protonet \
@@ -336,7 +343,8 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
            reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval-s2 reptile-zero-10shot-mb-4500-pretrained-flip \
            reptile-zero-10shot-mb-4500-pretrained-flip-s1 \
            metasgd-zero-rates1e-3-protonet-flip-5k-trainval metasgd-zero-pretrained-flip \
-           reptile-zero-10shot-mb-4500-pretrained-flip-s2 protomaml-protonet-flip-5k-trainval-init; do
+           reptile-zero-10shot-mb-4500-pretrained-flip-s2 metasgd-zero-pretrained-flip-s1 \
+           metasgd-zero-rates1e-3-pretrained-flip protomaml-protonet-flip-5k-trainval-init; do
   checkpoint=${CHECKPOINT[$run]:-best.pt}
   [[ -f "$OUT/$run/$checkpoint" ]] || continue
   kind=${KIND[$run]:-${run%-pretrained}}
