@@ -235,7 +235,7 @@ train metasgd-zero-rates1e-3-protonet-flip-5k-trainval metasgd maml-zero optim.r
   "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" optim.lr=0.0001 data.reflections=true "$TRAINVAL"
 # Session 34. Meta-SGD from the supervised backbone, otherwise maml-zero-pretrained-flip: pretrain-flip's network,
 # the rates starting at its inner lr 0.1, one outer lr of 1e-3 (maml-zero.yaml's) for weights and rates alike,
-# validated on the held-out characters; and a third seed of the supervised-start Reptile.
+# validated on the held-out characters.
 train metasgd-zero-pretrained-flip metasgd maml-zero "model.pretrained=$OUT/pretrain-flip/best.pt" inner.lr=0.1 \
   data.reflections=true
 # Its second seed, and the same with session 33's split of outer lrs (weights 1e-4, rates 1e-3).
@@ -243,6 +243,7 @@ train metasgd-zero-pretrained-flip-s1 metasgd maml-zero "model.pretrained=$OUT/p
   data.reflections=true train.seed=1
 train metasgd-zero-rates1e-3-pretrained-flip metasgd maml-zero "model.pretrained=$OUT/pretrain-flip/best.pt" inner.lr=0.1 \
   data.reflections=true optim.lr=0.0001 optim.rates_lr=0.001
+# A third seed of the supervised-start Reptile.
 train reptile-zero-10shot-mb-4500-pretrained-flip-s2 reptile reptile-zero task.k_shot=10 inner.step_shots=2 \
   train.val_setting=5w1s "model.pretrained=$OUT/pretrain-flip/best.pt" inner.lr=0.1 data.reflections=true \
   train.steps=4500 train.val_every=500 train.seed=2
