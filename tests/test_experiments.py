@@ -30,7 +30,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     )
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 109
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 115
     assert {
         "maml-10steps",
         "maml-pretrained-10steps",
@@ -89,6 +89,10 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "reptile-zero-10shot-mb-4500-pretrained-flip-s2",
         "metasgd-zero-pretrained-flip-s1-10steps",
         "metasgd-zero-rates1e-3-pretrained-flip-10steps",
+        "maml-zero-pretrained-flip-s1-10steps",
+        "metasgd-zero-rates1e-3-pretrained-flip-s1-10steps",
+        "reptile-zero-10shot-mb-4500-pretrained-flip-lr0.05",
+        "reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2",
     } <= set(report["methods"])
     # the -flip runs train on 8 classes per character (rotations and mirror images), the others on 4
     for run in ("pretrain", "protonet", "protomaml-protonet", "maml-pretrained"):
@@ -140,6 +144,8 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         ("reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval-s2", 2, 5, 5, 10, protonet, 0.2),
         ("reptile-zero-10shot-mb-4500-pretrained-flip", 2, 5, 5, 10, "pretrain-flip/best.pt", 0.1),
         ("reptile-zero-10shot-mb-4500-pretrained-flip-s1", 2, 5, 5, 10, "pretrain-flip/best.pt", 0.1),
+        ("reptile-zero-10shot-mb-4500-pretrained-flip-lr0.05", 2, 5, 5, 10, "pretrain-flip/best.pt", 0.05),
+        ("reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2", 2, 5, 5, 10, "pretrain-flip/best.pt", 0.2),
     ):
         cfg = OmegaConf.load(tmp_path / run / "config.yaml")
         assert (cfg.learner, cfg.inner.zero_head, cfg.inner.step_shots) == ("reptile", True, step_shots)
@@ -151,6 +157,8 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         ("reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval-s1", 1),
         ("reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval-s2", 2),
         ("reptile-zero-10shot-mb-4500-pretrained-flip-s1", 1),
+        ("maml-zero-pretrained-flip-s1", 1),
+        ("metasgd-zero-rates1e-3-pretrained-flip-s1", 1),
     ):
         assert OmegaConf.load(tmp_path / run / "config.yaml").train.seed == seed
     # session 32's pretraining with a cosine classifier, whose scale is learned
@@ -346,3 +354,15 @@ def test_pair_results_pairs_the_same_episodes_of_two_evaluations(tmp_path):
     (tmp_path / "a" / "results.csv").write_text("method,episode\nremade,0\n")  # no setting column
     bad = subprocess.run(pair + ["--b", str(tmp_path / "b"), "committed"], capture_output=True, text=True)
     assert bad.returncode != 0 and "cannot read" in bad.stderr and "columns method, setting" in bad.stderr
+
+
+def test_train_runs_stops_at_a_failing_run_and_names_it(tmp_path):
+    queue, timings = tmp_path / "queue", tmp_path / "timings.tsv"
+    runner = [sys.executable, str(STUDY / "train_runs.py"), str(queue), str(timings)]
+    queue.write_bytes(b"bad\0pretrain\0optim.nope=1\0\0never\0pretrain\0\0")
+    failed = subprocess.run(runner, capture_output=True, text=True)
+    assert failed.returncode == 2 and "training run bad failed" in failed.stderr
+    assert "optim.nope" in failed.stderr and not timings.exists()  # and the next run was not started
+    queue.write_bytes(b"cut\0pretrain\0")  # a queue whose last run lost its end
+    cut = subprocess.run(runner, capture_output=True, text=True)
+    assert cut.returncode == 2 and "cannot read the queue of runs" in cut.stderr and "cut off" in cut.stderr

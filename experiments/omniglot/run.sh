@@ -61,15 +61,28 @@ timed() {  # timed <label> <command...>: run, and append "label<TAB>seconds" to 
 wanted() { [[ ${#ONLY[@]} == 0 ]] || [[ " ${ONLY[*]} " == *" $1 "* ]]; }
 chosen() { [[ ${#METHODS[@]} == 0 ]] || [[ " ${METHODS[*]} " == *" $1 "* ]]; }
 
+# The training runs are queued (train), then run in order by one Python process (train_runs.py),
+# which imports torch once instead of once a run.
+QUEUE=$(mktemp)
+trap 'rm -f "$QUEUE"' EXIT
+queue() {  # queue <run name> <fewshot.train arguments...>: NUL after each argument, one more after the run
+  local arg
+  for arg in "$@"; do
+    [[ -n $arg ]] || { echo "error: run $1 has an empty argument" >&2; exit 2; }
+  done
+  printf '%s\0' "$@" >> "$QUEUE"
+  printf '\0' >> "$QUEUE"
+}
+
 train() {  # train <run name> <learner> <config> [overrides...]
   local name="$1" learner="$2" config="$3"
   shift 3
   wanted "$name" || return 0
   if [[ -d "$OUT/$name" ]]; then
     [[ -f "$OUT/$name/last.pt" ]] || { echo "error: $OUT/$name exists but has no last.pt; remove it" >&2; exit 2; }
-    timed "$name" python -m fewshot.train "$learner" "train.resume=$OUT/$name" train.quiet=true
+    queue "$name" "$learner" "train.resume=$OUT/$name" train.quiet=true
   else
-    timed "$name" python -m fewshot.train "$learner" --config "$EXP/base.yaml" --config "$EXP/$config.yaml" \
+    queue "$name" "$learner" --config "$EXP/base.yaml" --config "$EXP/$config.yaml" \
       "data.root=$DATA/images_background_small1.zip" "data.split.manifest=$OUT/small1_split.json" \
       "train.out_dir=$OUT" "train.name=$name" \
       train.quiet=true "$@" "${TRAIN_EXTRA[@]}"
@@ -247,6 +260,20 @@ train metasgd-zero-rates1e-3-pretrained-flip metasgd maml-zero "model.pretrained
 train reptile-zero-10shot-mb-4500-pretrained-flip-s2 reptile reptile-zero task.k_shot=10 inner.step_shots=2 \
   train.val_setting=5w1s "model.pretrained=$OUT/pretrain-flip/best.pt" inner.lr=0.1 data.reflections=true \
   train.steps=4500 train.val_every=500 train.seed=2
+# Session 35. Second seeds of the remade zero-head MAML from the supervised backbone and of the split-lr
+# Meta-SGD there.
+train maml-zero-pretrained-flip-s1 maml maml-zero "model.pretrained=$OUT/pretrain-flip/best.pt" inner.lr=0.1 \
+  data.reflections=true train.seed=1
+train metasgd-zero-rates1e-3-pretrained-flip-s1 metasgd maml-zero "model.pretrained=$OUT/pretrain-flip/best.pt" \
+  inner.lr=0.1 data.reflections=true optim.lr=0.0001 optim.rates_lr=0.001 train.seed=1
+# The supervised-start Reptile with half and twice its inner lr (0.1 was chosen for MAML at initialization,
+# 0.2 is the ProtoNet-started Reptile's); otherwise reptile-zero-10shot-mb-4500-pretrained-flip.
+train reptile-zero-10shot-mb-4500-pretrained-flip-lr0.05 reptile reptile-zero task.k_shot=10 inner.step_shots=2 \
+  train.val_setting=5w1s "model.pretrained=$OUT/pretrain-flip/best.pt" inner.lr=0.05 data.reflections=true \
+  train.steps=4500 train.val_every=500
+train reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2 reptile reptile-zero task.k_shot=10 inner.step_shots=2 \
+  train.val_setting=5w1s "model.pretrained=$OUT/pretrain-flip/best.pt" inner.lr=0.2 data.reflections=true \
+  train.steps=4500 train.val_every=500
 # protomaml-protonet-flip-5k-trainval's start, not meta-trained (one step at outer lr 0, as the -init runs of
 # session 29): ProtoNet's network adapted by Proto-MAML's rule (class-mean head, 3 SGD steps of 0.01).
 train protomaml-protonet-flip-5k-trainval-init fomaml protomaml "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" \
@@ -254,6 +281,7 @@ train protomaml-protonet-flip-5k-trainval-init fomaml protomaml "model.pretraine
 # pretrain-flip with a cosine classifier over the 928 classes (model.head=cosine, its scale learned from 10;
 # Chen et al.'s Baseline++): does pretraining that scores classes by direction alone make a better embedding?
 train pretrain-flip-cos pretrain pretrain data.reflections=true model.head=cosine
+python "$EXP/train_runs.py" "$QUEUE" "$OUT/timings.tsv"
 [[ $TRAIN_ONLY == 1 ]] && { echo "training done: $OUT"; exit 0; }
 
 # Test steps chosen on the validation characters (test_steps_on_val.py; README): these runs are
@@ -264,7 +292,8 @@ declare -A TEST_STEPS=([maml]=10 [maml-pretrained]=10 [maml-pretrained-flip]=10 
                          [fomaml-zero-protonet-flip-5k-trainval-4500]=10 [maml-zero-pretrained-flip-init]=10
                          [metasgd-zero-protonet-flip-5k-trainval]=10 [metasgd-fo-zero-protonet-flip-5k-trainval-4500]=10
                          [metasgd-zero-rates1e-3-protonet-flip-5k-trainval]=10 [metasgd-zero-pretrained-flip]=10
-                         [metasgd-zero-pretrained-flip-s1]=10 [metasgd-zero-rates1e-3-pretrained-flip]=10)
+                         [metasgd-zero-pretrained-flip-s1]=10 [metasgd-zero-rates1e-3-pretrained-flip]=10
+                         [maml-zero-pretrained-flip-s1]=10 [metasgd-zero-rates1e-3-pretrained-flip-s1]=10)
 # Test-time views chosen on the validation characters (session 22; README): these runs are also
 # scored as <run>-<V>views, each image's features averaged over it and V - 1 affine copies.
 declare -A VIEWS=([protonet-flip]=16 [protonet-flip-w128]=16 [protonet-flip-5k]=16 [protonet-flip-trainval]=16
@@ -325,7 +354,10 @@ declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml
                  [metasgd-zero-rates1e-3-protonet-flip-5k-trainval]=metasgd
                  [metasgd-zero-pretrained-flip]=metasgd [reptile-zero-10shot-mb-4500-pretrained-flip-s2]=reptile
                  [metasgd-zero-pretrained-flip-s1]=metasgd [metasgd-zero-rates1e-3-pretrained-flip]=metasgd
-                 [protomaml-protonet-flip-5k-trainval-init]=fomaml)  # the learner of runs not named after theirs
+                 [protomaml-protonet-flip-5k-trainval-init]=fomaml [maml-zero-pretrained-flip-s1]=maml
+                 [metasgd-zero-rates1e-3-pretrained-flip-s1]=metasgd
+                 [reptile-zero-10shot-mb-4500-pretrained-flip-lr0.05]=reptile
+                 [reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2]=reptile)  # the learner of runs not named after theirs
 candidates=()
 for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained protomaml-pretrained protomaml-protonet \
            reptile reptile-pretrained protonet protonet-pretrained protonet-flip protomaml-protonet-flip \
@@ -345,7 +377,9 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
            reptile-zero-10shot-mb-4500-pretrained-flip-s1 \
            metasgd-zero-rates1e-3-protonet-flip-5k-trainval metasgd-zero-pretrained-flip \
            reptile-zero-10shot-mb-4500-pretrained-flip-s2 metasgd-zero-pretrained-flip-s1 \
-           metasgd-zero-rates1e-3-pretrained-flip protomaml-protonet-flip-5k-trainval-init; do
+           metasgd-zero-rates1e-3-pretrained-flip protomaml-protonet-flip-5k-trainval-init \
+           maml-zero-pretrained-flip-s1 metasgd-zero-rates1e-3-pretrained-flip-s1 \
+           reptile-zero-10shot-mb-4500-pretrained-flip-lr0.05 reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2; do
   checkpoint=${CHECKPOINT[$run]:-best.pt}
   [[ -f "$OUT/$run/$checkpoint" ]] || continue
   kind=${KIND[$run]:-${run%-pretrained}}
