@@ -30,7 +30,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     )
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 115
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 116
     assert {
         "maml-10steps",
         "maml-pretrained-10steps",
@@ -93,6 +93,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "metasgd-zero-rates1e-3-pretrained-flip-s1-10steps",
         "reptile-zero-10shot-mb-4500-pretrained-flip-lr0.05",
         "reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2",
+        "reptile-zero-10shot-mb-4500-pretrained-flip-lr0.05-s1",
     } <= set(report["methods"])
     # the -flip runs train on 8 classes per character (rotations and mirror images), the others on 4
     for run in ("pretrain", "protonet", "protomaml-protonet", "maml-pretrained"):
@@ -146,6 +147,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         ("reptile-zero-10shot-mb-4500-pretrained-flip-s1", 2, 5, 5, 10, "pretrain-flip/best.pt", 0.1),
         ("reptile-zero-10shot-mb-4500-pretrained-flip-lr0.05", 2, 5, 5, 10, "pretrain-flip/best.pt", 0.05),
         ("reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2", 2, 5, 5, 10, "pretrain-flip/best.pt", 0.2),
+        ("reptile-zero-10shot-mb-4500-pretrained-flip-lr0.05-s1", 2, 5, 5, 10, "pretrain-flip/best.pt", 0.05),
     ):
         cfg = OmegaConf.load(tmp_path / run / "config.yaml")
         assert (cfg.learner, cfg.inner.zero_head, cfg.inner.step_shots) == ("reptile", True, step_shots)
@@ -159,6 +161,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         ("reptile-zero-10shot-mb-4500-pretrained-flip-s1", 1),
         ("maml-zero-pretrained-flip-s1", 1),
         ("metasgd-zero-rates1e-3-pretrained-flip-s1", 1),
+        ("reptile-zero-10shot-mb-4500-pretrained-flip-lr0.05-s1", 1),
     ):
         assert OmegaConf.load(tmp_path / run / "config.yaml").train.seed == seed
     # session 32's pretraining with a cosine classifier, whose scale is learned

@@ -274,6 +274,10 @@ train reptile-zero-10shot-mb-4500-pretrained-flip-lr0.05 reptile reptile-zero ta
 train reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2 reptile reptile-zero task.k_shot=10 inner.step_shots=2 \
   train.val_setting=5w1s "model.pretrained=$OUT/pretrain-flip/best.pt" inner.lr=0.2 data.reflections=true \
   train.steps=4500 train.val_every=500
+# A second seed of the inner lr validation ranked first.
+train reptile-zero-10shot-mb-4500-pretrained-flip-lr0.05-s1 reptile reptile-zero task.k_shot=10 inner.step_shots=2 \
+  train.val_setting=5w1s "model.pretrained=$OUT/pretrain-flip/best.pt" inner.lr=0.05 data.reflections=true \
+  train.steps=4500 train.val_every=500 train.seed=1
 # protomaml-protonet-flip-5k-trainval's start, not meta-trained (one step at outer lr 0, as the -init runs of
 # session 29): ProtoNet's network adapted by Proto-MAML's rule (class-mean head, 3 SGD steps of 0.01).
 train protomaml-protonet-flip-5k-trainval-init fomaml protomaml "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" \
@@ -357,7 +361,8 @@ declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml
                  [protomaml-protonet-flip-5k-trainval-init]=fomaml [maml-zero-pretrained-flip-s1]=maml
                  [metasgd-zero-rates1e-3-pretrained-flip-s1]=metasgd
                  [reptile-zero-10shot-mb-4500-pretrained-flip-lr0.05]=reptile
-                 [reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2]=reptile)  # the learner of runs not named after theirs
+                 [reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2]=reptile
+                 [reptile-zero-10shot-mb-4500-pretrained-flip-lr0.05-s1]=reptile)  # the learner of runs not named after theirs
 candidates=()
 for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained protomaml-pretrained protomaml-protonet \
            reptile reptile-pretrained protonet protonet-pretrained protonet-flip protomaml-protonet-flip \
@@ -379,7 +384,8 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
            reptile-zero-10shot-mb-4500-pretrained-flip-s2 metasgd-zero-pretrained-flip-s1 \
            metasgd-zero-rates1e-3-pretrained-flip protomaml-protonet-flip-5k-trainval-init \
            maml-zero-pretrained-flip-s1 metasgd-zero-rates1e-3-pretrained-flip-s1 \
-           reptile-zero-10shot-mb-4500-pretrained-flip-lr0.05 reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2; do
+           reptile-zero-10shot-mb-4500-pretrained-flip-lr0.05 reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2 \
+           reptile-zero-10shot-mb-4500-pretrained-flip-lr0.05-s1; do
   checkpoint=${CHECKPOINT[$run]:-best.pt}
   [[ -f "$OUT/$run/$checkpoint" ]] || continue
   kind=${KIND[$run]:-${run%-pretrained}}
