@@ -29,6 +29,10 @@ def read_queue(path: Path) -> list[list[str]]:
     return [run.split("\0") for run in runs]
 
 
+def _failed(name: str) -> None:
+    print(f"error: training run {name} failed; the runs before it are done", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("queue", type=Path, help="the runs, as run.sh writes them")
@@ -42,10 +46,13 @@ def main(argv: list[str] | None = None) -> None:
         start = time.perf_counter()
         try:
             train_main(command)
-        except SystemExit as stop:  # fewshot.train has printed what went wrong
+        except SystemExit as stop:  # fewshot.train's own exit, after printing what went wrong
             if stop.code not in (None, 0):
-                print(f"error: training run {name} failed; the runs before it are done", file=sys.stderr)
+                _failed(name)
                 raise
+        except BaseException:  # a crash (or Ctrl-C) inside the run: its traceback follows
+            _failed(name)
+            raise
         with args.timings.open("a") as out:
             out.write(f"{name}\t{round(time.perf_counter() - start)}\n")
 
