@@ -82,6 +82,7 @@ class InnerConfig:
     zero_head: bool = False  # maml/fomaml/metasgd/anil/reptile: each task's head starts from zero
     optimizer: str = "sgd"  # reptile: sgd | adam
     step_shots: int | None = None  # reptile: images per class in each inner training step (default: all)
+    min_lr: float | None = None  # metasgd: floor of the learned inner rates (default: none)
 
 
 @dataclass
@@ -386,6 +387,12 @@ def _check_data(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value!r} is not one of: {', '.join(options)}")
     if cfg.data.source != "synthetic" and not cfg.data.root:
         raise ConfigError(f"data.root is required for data={cfg.data.source} (data.root=<path>)")
+    if cfg.data.source == "synthetic" and cfg.data.root:
+        raise ConfigError(
+            f"data.root={cfg.data.root} is given, but data.source=synthetic reads no files; "
+            "add data.source=omniglot (Omniglot zips) or data.source=folder (a folder per class), "
+            "or drop data.root for the built-in synthetic set"
+        )
 
 
 def _check_positive(cfg: DictConfig, keys: tuple[str, ...]) -> None:
@@ -463,6 +470,18 @@ def _check(cfg: DictConfig) -> None:
             f"optim.rates_lr={rates_lr} sets the outer lr of Meta-SGD's learned inner rates, which "
             f"{cfg.learner} does not have: drop the override or use learner metasgd"
         )
+    min_lr = cfg.inner.get("min_lr")  # runs saved before the option lack it
+    if min_lr is not None:
+        if cfg.learner != "metasgd":
+            raise ConfigError(
+                f"inner.min_lr={min_lr} is a floor for Meta-SGD's learned inner rates, which "
+                f"{cfg.learner} does not have: drop the override or use learner metasgd"
+            )
+        if cfg.inner.lr < min_lr:
+            raise ConfigError(
+                f"inner.lr={cfg.inner.lr} is below inner.min_lr={min_lr}; the rates start at inner.lr, "
+                "so raise inner.lr or lower inner.min_lr"
+            )
     head = cfg.model.get("head", "linear")  # runs saved before the option lack it
     if head not in HEADS:
         raise ConfigError(f"model.head={head!r} is not one of: {', '.join(HEADS)}")

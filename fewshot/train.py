@@ -126,6 +126,7 @@ def build_learner(cfg: DictConfig, channels: int, image_size: int, n_base: int) 
         )
     kinds = {"maml": MAML, "fomaml": MAML, "metasgd": MetaSGD, "anil": ANIL}
     first_order = inner.first_order or cfg.learner == "fomaml"
+    extra = {"min_lr": inner.get("min_lr")} if cfg.learner == "metasgd" else {}
     return kinds[cfg.learner](
         model,
         inner.lr,
@@ -135,6 +136,7 @@ def build_learner(cfg: DictConfig, channels: int, image_size: int, n_base: int) 
         test_lr=inner.test_lr,
         proto_head=proto_head,
         zero_head=inner.get("zero_head", False),
+        **extra,
     )
 
 
@@ -347,6 +349,8 @@ def train(cfg: DictConfig) -> Path:
         first_bad = torch.where(newly, step + 1, first_bad)
         bad_loss = torch.where(newly, metrics["loss"].detach().float(), bad_loss)
         opt.step()
+        if isinstance(learner, MetaSGD):
+            learner.clamp_rates_()  # projected onto inner.min_lr, where set
         sched.step()
         done_since += 1
         bar.update(1)

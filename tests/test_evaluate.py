@@ -447,6 +447,7 @@ def test_cli_evaluates_every_kind_and_repeats_itself(runs, tmp_path, capsys):
         (["methods=[maml:{runs}/maml]", "split=base"], "base classes that"),
         (["methodz=[scratch]"], "did you mean 'methods'"),
         (["methods=[scratch]", "reuse=[{tmp}]"], "not found; give the output directory of an evaluation"),
+        (["methods=[scratch]", "data.root={tmp}/photos.zip"], "data.source=synthetic reads no files"),
         ([], "no methods to evaluate"),
     ],
 )

@@ -569,3 +569,20 @@ def test_channels_last_changes_no_value(small_synthetic):
         learner.meta_backward(batch)
         grads.append(torch.cat([p.grad.flatten() for p in learner.parameters()]))
     assert _rel(grads[1], grads[0]) < 1e-10
+
+
+def test_metasgd_clamp_rates_raises_only_the_rates_below_min_lr():
+    learner = MetaSGD(build_model("conv4", 5), inner_lr=0.1, min_lr=0.05)
+    rate = next(iter(learner.lrs.values()))
+    with torch.no_grad():
+        rate[0] = -0.3
+    learner.clamp_rates_()
+    assert rate[0].eq(0.05).all() and rate[1:].eq(0.1).all()
+    unbounded = MetaSGD(build_model("conv4", 5), inner_lr=0.1)
+    first = next(iter(unbounded.lrs.values()))
+    with torch.no_grad():
+        first[0] = -0.3
+    unbounded.clamp_rates_()
+    assert first[0].eq(-0.3).all()
+    with pytest.raises(ValueError, match="inner_lr=0.01 is below min_lr=0.05"):
+        MetaSGD(build_model("conv4", 5), inner_lr=0.01, min_lr=0.05)

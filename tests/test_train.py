@@ -103,6 +103,24 @@ def test_metasgd_rates_get_their_own_outer_lr(tmp_path):
             load_config("metasgd", [f"{key}=-1"])
 
 
+def test_metasgd_rates_are_kept_at_or_above_min_lr(tmp_path):
+    """inner.min_lr projects the rates after each outer step: Adam's first step of rates_lr moves
+    every rate by 0.01, those stepping down stop at the floor, those stepping up are free."""
+    args = ["metasgd", *TINY, "train.steps=1", "train.val_every=1", "optim.lr=0", "optim.rates_lr=0.01"]
+    main([*args, f"train.out_dir={tmp_path}", "train.name=floor", "inner.min_lr=0.4"])
+    main([*args, f"train.out_dir={tmp_path}", "train.name=free"])
+    floor, free = (load_checkpoint(tmp_path / name / "last.pt")["model"] for name in ("floor", "free"))
+    rates = [k for k in floor if k.startswith("lrs.")]
+    down = torch.cat([(free[k] < 0.4).flatten() for k in rates])
+    assert down.any() and not down.all()  # the unconstrained run stepped rates both ways
+    for k in rates:
+        assert torch.equal(floor[k], free[k].clamp(min=0.4))
+    with pytest.raises(ConfigError, match="inner.min_lr=0.1 is a floor for Meta-SGD's learned inner rates"):
+        load_config("maml", ["inner.min_lr=0.1"])
+    with pytest.raises(ConfigError, match="inner.lr=0.05 is below inner.min_lr=0.1"):
+        load_config("metasgd", ["inner.lr=0.05", "inner.min_lr=0.1"])
+
+
 def test_overrides_and_groups_resolve():
     cfg = load_config("maml", ["data=omniglot", "task.n_way=20", "task.k_shot=1", "inner.steps=5"])
     assert cfg.data.source == "omniglot" and cfg.data.rotations is True
@@ -128,6 +146,7 @@ def test_rotations_and_reflections_multiply_only_the_base_classes():
         (["task.n_way=five"], "bad value for 'task.n_way'"),
         (["data=omniglt"], "no config data='omniglt'; data can be: folder, folder224, omniglot, synthetic"),
         (["data=folder"], "data.root is required"),
+        (["data.root=photos.zip"], "data.root=photos.zip is given, but data.source=synthetic reads no files"),
         (["optim.name=adamw"], "optim.name='adamw' is not one of: adam, sgd"),
         (
             ["data.augment=rotate"],

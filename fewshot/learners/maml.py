@@ -269,10 +269,18 @@ class MetaSGD(MAML):
     parameters of this module (``lrs``), so the outer optimizer must be given
     ``learner.parameters()``, not only ``learner.model.parameters()``. :meth:`adapt` uses
     the learned rates too, unless a fixed ``test_lr`` is given.
+
+    Unconstrained, a rate may turn negative: that entry then steps up its support loss's
+    gradient. ``min_lr`` keeps every rate at or above it by projection: call
+    :meth:`clamp_rates_` after each outer optimizer step (``fewshot.train`` does), so a rate
+    held at the floor still gets its gradient and can rise again.
     """
 
-    def __init__(self, model: Classifier, inner_lr: float = 0.4, **kwargs):
+    def __init__(self, model: Classifier, inner_lr: float = 0.4, min_lr: float | None = None, **kwargs):
+        if min_lr is not None and inner_lr < min_lr:
+            raise ValueError(f"inner_lr={inner_lr} is below min_lr={min_lr}; the rates start at inner_lr")
         super().__init__(model, inner_lr=inner_lr, **kwargs)
+        self.min_lr = min_lr
         self.lrs = nn.ParameterDict(
             {
                 n.replace(".", "/"): nn.Parameter(torch.full_like(p, inner_lr))
@@ -284,6 +292,13 @@ class MetaSGD(MAML):
 
     def _lr(self, name: str) -> torch.Tensor:
         return self.lrs[name.replace(".", "/")]
+
+    @torch.no_grad()
+    def clamp_rates_(self) -> None:
+        """Raise every learned rate below ``min_lr`` to it (no-op without ``min_lr``)."""
+        if self.min_lr is not None:
+            for rate in self.lrs.values():
+                rate.clamp_(min=self.min_lr)
 
 
 class ANIL(MAML):
