@@ -278,6 +278,18 @@ train reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2 reptile reptile-zero tas
 train reptile-zero-10shot-mb-4500-pretrained-flip-lr0.05-s1 reptile reptile-zero task.k_shot=10 inner.step_shots=2 \
   train.val_setting=5w1s "model.pretrained=$OUT/pretrain-flip/best.pt" inner.lr=0.05 data.reflections=true \
   train.steps=4500 train.val_every=500 train.seed=1
+# Session 36. A third seed of the remade zero-head MAML from the supervised backbone (its first two are up to 1.54
+# points apart), and a second seed of the split-lr Meta-SGD from ProtoNet's network.
+train maml-zero-pretrained-flip-s2 maml maml-zero "model.pretrained=$OUT/pretrain-flip/best.pt" inner.lr=0.1 \
+  data.reflections=true train.seed=2
+train metasgd-zero-rates1e-3-protonet-flip-5k-trainval-s1 metasgd maml-zero optim.rates_lr=0.001 \
+  "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" optim.lr=0.0001 data.reflections=true "$TRAINVAL" \
+  train.seed=1
+# Meta-SGD from the supervised backbone with every learned rate kept at or above zero (inner.min_lr=0,
+# projected after each outer step; metasgd-zero-pretrained-flip's head bias and last BatchNorm shift took
+# negative rates), otherwise as that run.
+train metasgd-zero-min0-pretrained-flip metasgd maml-zero "model.pretrained=$OUT/pretrain-flip/best.pt" inner.lr=0.1 \
+  data.reflections=true inner.min_lr=0
 # protomaml-protonet-flip-5k-trainval's start, not meta-trained (one step at outer lr 0, as the -init runs of
 # session 29): ProtoNet's network adapted by Proto-MAML's rule (class-mean head, 3 SGD steps of 0.01).
 train protomaml-protonet-flip-5k-trainval-init fomaml protomaml "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" \
@@ -297,7 +309,9 @@ declare -A TEST_STEPS=([maml]=10 [maml-pretrained]=10 [maml-pretrained-flip]=10 
                          [metasgd-zero-protonet-flip-5k-trainval]=10 [metasgd-fo-zero-protonet-flip-5k-trainval-4500]=10
                          [metasgd-zero-rates1e-3-protonet-flip-5k-trainval]=10 [metasgd-zero-pretrained-flip]=10
                          [metasgd-zero-pretrained-flip-s1]=10 [metasgd-zero-rates1e-3-pretrained-flip]=10
-                         [maml-zero-pretrained-flip-s1]=10 [metasgd-zero-rates1e-3-pretrained-flip-s1]=10)
+                         [maml-zero-pretrained-flip-s1]=10 [metasgd-zero-rates1e-3-pretrained-flip-s1]=10
+                         [maml-zero-pretrained-flip-s2]=10 [metasgd-zero-rates1e-3-protonet-flip-5k-trainval-s1]=10
+                         [metasgd-zero-min0-pretrained-flip]=10)
 # Test-time views chosen on the validation characters (session 22; README): these runs are also
 # scored as <run>-<V>views, each image's features averaged over it and V - 1 affine copies.
 declare -A VIEWS=([protonet-flip]=16 [protonet-flip-w128]=16 [protonet-flip-5k]=16 [protonet-flip-trainval]=16
@@ -328,6 +342,7 @@ declare -A CHECKPOINT=([protonet-flip-trainval]=last.pt [protonet-flip-5k-trainv
                        [reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval-s1]=last.pt
                        [reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval-s2]=last.pt
                        [metasgd-zero-rates1e-3-protonet-flip-5k-trainval]=last.pt
+                       [metasgd-zero-rates1e-3-protonet-flip-5k-trainval-s1]=last.pt
                        [protomaml-protonet-flip-5k-trainval-init]=last.pt)
 declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml20-pretrained]=maml
                  [protonet-flip]=protonet [protonet-flip-elastic]=protonet [protonet5-flip]=protonet
@@ -362,7 +377,9 @@ declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml
                  [metasgd-zero-rates1e-3-pretrained-flip-s1]=metasgd
                  [reptile-zero-10shot-mb-4500-pretrained-flip-lr0.05]=reptile
                  [reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2]=reptile
-                 [reptile-zero-10shot-mb-4500-pretrained-flip-lr0.05-s1]=reptile)  # the learner of runs not named after theirs
+                 [reptile-zero-10shot-mb-4500-pretrained-flip-lr0.05-s1]=reptile [maml-zero-pretrained-flip-s2]=maml
+                 [metasgd-zero-rates1e-3-protonet-flip-5k-trainval-s1]=metasgd
+                 [metasgd-zero-min0-pretrained-flip]=metasgd)  # the learner of runs not named after theirs
 candidates=()
 for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained protomaml-pretrained protomaml-protonet \
            reptile reptile-pretrained protonet protonet-pretrained protonet-flip protomaml-protonet-flip \
@@ -385,7 +402,8 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
            metasgd-zero-rates1e-3-pretrained-flip protomaml-protonet-flip-5k-trainval-init \
            maml-zero-pretrained-flip-s1 metasgd-zero-rates1e-3-pretrained-flip-s1 \
            reptile-zero-10shot-mb-4500-pretrained-flip-lr0.05 reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2 \
-           reptile-zero-10shot-mb-4500-pretrained-flip-lr0.05-s1; do
+           reptile-zero-10shot-mb-4500-pretrained-flip-lr0.05-s1 maml-zero-pretrained-flip-s2 \
+           metasgd-zero-rates1e-3-protonet-flip-5k-trainval-s1 metasgd-zero-min0-pretrained-flip; do
   checkpoint=${CHECKPOINT[$run]:-best.pt}
   [[ -f "$OUT/$run/$checkpoint" ]] || continue
   kind=${KIND[$run]:-${run%-pretrained}}
