@@ -30,7 +30,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     )
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 122
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 125
     assert {
         "maml-10steps",
         "maml-pretrained-10steps",
@@ -97,6 +97,8 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "maml-zero-pretrained-flip-s2-10steps",
         "metasgd-zero-rates1e-3-protonet-flip-5k-trainval-s1-10steps",
         "metasgd-zero-min0-pretrained-flip-10steps",
+        "metasgd-zero-10steps-pretrained-flip",
+        "metasgd-zero-min0-pretrained-flip-s1-10steps",
     } <= set(report["methods"])
     # the -flip runs train on 8 classes per character (rotations and mirror images), the others on 4
     for run in ("pretrain", "protonet", "protomaml-protonet", "maml-pretrained"):
@@ -126,6 +128,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         ("metasgd-zero-rates1e-3-protonet-flip-5k-trainval-s1", "protonet-flip-5k-trainval/last.pt", False),
         ("maml-zero-pretrained-flip-s2", "pretrain-flip/best.pt", False),
         ("metasgd-zero-min0-pretrained-flip", "pretrain-flip/best.pt", False),
+        ("metasgd-zero-min0-pretrained-flip-s1", "pretrain-flip/best.pt", False),
     ):
         cfg = OmegaConf.load(tmp_path / run / "config.yaml")
         learner = "metasgd" if run.startswith("metasgd") else "fomaml" if first_order else "maml"
@@ -134,6 +137,10 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         assert (cfg.inner.steps, cfg.inner.first_order, cfg.data.reflections) == (2, first_order, True)
         assert cfg.optim.rates_lr == (0.001 if "-rates1e-3-" in run else None)
         assert cfg.inner.min_lr == (0.0 if "-min0-" in run else None)
+    # session 36's Meta-SGD meta-trained with the 10 inner steps the others are scored with
+    ten = OmegaConf.load(tmp_path / "metasgd-zero-10steps-pretrained-flip" / "config.yaml")
+    assert (ten.learner, ten.inner.steps, ten.inner.zero_head) == ("metasgd", 10, True)
+    assert ten.model.pretrained == str(tmp_path / "pretrain-flip/best.pt")
     # session 31's to 33's Reptile runs: the same head, SGD steps of 0.2 from ProtoNet's backbone (0.1 from
     # the supervised one), on 5-way 5-shot tasks (each step on all the support set or one image of every
     # class), 5-way 1-shot tasks, 5-way 10-shot tasks with two or one images of every class per step, or
@@ -171,6 +178,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         ("reptile-zero-10shot-mb-4500-pretrained-flip-lr0.05-s1", 1),
         ("maml-zero-pretrained-flip-s2", 2),
         ("metasgd-zero-rates1e-3-protonet-flip-5k-trainval-s1", 1),
+        ("metasgd-zero-min0-pretrained-flip-s1", 1),
     ):
         assert OmegaConf.load(tmp_path / run / "config.yaml").train.seed == seed
     # session 32's pretraining with a cosine classifier, whose scale is learned

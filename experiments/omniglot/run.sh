@@ -290,6 +290,12 @@ train metasgd-zero-rates1e-3-protonet-flip-5k-trainval-s1 metasgd maml-zero opti
 # negative rates), otherwise as that run.
 train metasgd-zero-min0-pretrained-flip metasgd maml-zero "model.pretrained=$OUT/pretrain-flip/best.pt" inner.lr=0.1 \
   data.reflections=true inner.min_lr=0
+train metasgd-zero-min0-pretrained-flip-s1 metasgd maml-zero "model.pretrained=$OUT/pretrain-flip/best.pt" inner.lr=0.1 \
+  data.reflections=true inner.min_lr=0 train.seed=1
+# The same without the floor but meta-trained with the 10 inner steps it is scored with (its rates were learned
+# for 2; sessions 30 to 35 scored every Meta-SGD run with 10).
+train metasgd-zero-10steps-pretrained-flip metasgd maml-zero "model.pretrained=$OUT/pretrain-flip/best.pt" inner.lr=0.1 \
+  data.reflections=true inner.steps=10
 # protomaml-protonet-flip-5k-trainval's start, not meta-trained (one step at outer lr 0, as the -init runs of
 # session 29): ProtoNet's network adapted by Proto-MAML's rule (class-mean head, 3 SGD steps of 0.01).
 train protomaml-protonet-flip-5k-trainval-init fomaml protomaml "model.pretrained=$OUT/protonet-flip-5k-trainval/last.pt" \
@@ -311,7 +317,7 @@ declare -A TEST_STEPS=([maml]=10 [maml-pretrained]=10 [maml-pretrained-flip]=10 
                          [metasgd-zero-pretrained-flip-s1]=10 [metasgd-zero-rates1e-3-pretrained-flip]=10
                          [maml-zero-pretrained-flip-s1]=10 [metasgd-zero-rates1e-3-pretrained-flip-s1]=10
                          [maml-zero-pretrained-flip-s2]=10 [metasgd-zero-rates1e-3-protonet-flip-5k-trainval-s1]=10
-                         [metasgd-zero-min0-pretrained-flip]=10)
+                         [metasgd-zero-min0-pretrained-flip]=10 [metasgd-zero-min0-pretrained-flip-s1]=10)
 # Test-time views chosen on the validation characters (session 22; README): these runs are also
 # scored as <run>-<V>views, each image's features averaged over it and V - 1 affine copies.
 declare -A VIEWS=([protonet-flip]=16 [protonet-flip-w128]=16 [protonet-flip-5k]=16 [protonet-flip-trainval]=16
@@ -379,7 +385,8 @@ declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml
                  [reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2]=reptile
                  [reptile-zero-10shot-mb-4500-pretrained-flip-lr0.05-s1]=reptile [maml-zero-pretrained-flip-s2]=maml
                  [metasgd-zero-rates1e-3-protonet-flip-5k-trainval-s1]=metasgd
-                 [metasgd-zero-min0-pretrained-flip]=metasgd)  # the learner of runs not named after theirs
+                 [metasgd-zero-min0-pretrained-flip]=metasgd [metasgd-zero-10steps-pretrained-flip]=metasgd
+                 [metasgd-zero-min0-pretrained-flip-s1]=metasgd)  # the learner of runs not named after theirs
 candidates=()
 for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained protomaml-pretrained protomaml-protonet \
            reptile reptile-pretrained protonet protonet-pretrained protonet-flip protomaml-protonet-flip \
@@ -403,7 +410,8 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
            maml-zero-pretrained-flip-s1 metasgd-zero-rates1e-3-pretrained-flip-s1 \
            reptile-zero-10shot-mb-4500-pretrained-flip-lr0.05 reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2 \
            reptile-zero-10shot-mb-4500-pretrained-flip-lr0.05-s1 maml-zero-pretrained-flip-s2 \
-           metasgd-zero-rates1e-3-protonet-flip-5k-trainval-s1 metasgd-zero-min0-pretrained-flip; do
+           metasgd-zero-rates1e-3-protonet-flip-5k-trainval-s1 metasgd-zero-min0-pretrained-flip \
+           metasgd-zero-10steps-pretrained-flip metasgd-zero-min0-pretrained-flip-s1; do
   checkpoint=${CHECKPOINT[$run]:-best.pt}
   [[ -f "$OUT/$run/$checkpoint" ]] || continue
   kind=${KIND[$run]:-${run%-pretrained}}
