@@ -30,7 +30,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     )
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 125
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 126
     assert {
         "maml-10steps",
         "maml-pretrained-10steps",
@@ -97,7 +97,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "maml-zero-pretrained-flip-s2-10steps",
         "metasgd-zero-rates1e-3-protonet-flip-5k-trainval-s1-10steps",
         "metasgd-zero-min0-pretrained-flip-10steps",
-        "metasgd-zero-10steps-pretrained-flip",
+        "metasgd-zero-10steps-pretrained-flip-10steps",
         "metasgd-zero-min0-pretrained-flip-s1-10steps",
     } <= set(report["methods"])
     # the -flip runs train on 8 classes per character (rotations and mirror images), the others on 4

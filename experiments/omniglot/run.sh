@@ -292,8 +292,8 @@ train metasgd-zero-min0-pretrained-flip metasgd maml-zero "model.pretrained=$OUT
   data.reflections=true inner.min_lr=0
 train metasgd-zero-min0-pretrained-flip-s1 metasgd maml-zero "model.pretrained=$OUT/pretrain-flip/best.pt" inner.lr=0.1 \
   data.reflections=true inner.min_lr=0 train.seed=1
-# The same without the floor but meta-trained with the 10 inner steps it is scored with (its rates were learned
-# for 2; sessions 30 to 35 scored every Meta-SGD run with 10).
+# The same without the floor but meta-trained with 10 inner steps, as many as every Meta-SGD run here is scored
+# with (sessions 30 to 35 learned the rates for 2). Validated with maml-zero.yaml's 2 test steps, as the others.
 train metasgd-zero-10steps-pretrained-flip metasgd maml-zero "model.pretrained=$OUT/pretrain-flip/best.pt" inner.lr=0.1 \
   data.reflections=true inner.steps=10
 # protomaml-protonet-flip-5k-trainval's start, not meta-trained (one step at outer lr 0, as the -init runs of
@@ -317,7 +317,8 @@ declare -A TEST_STEPS=([maml]=10 [maml-pretrained]=10 [maml-pretrained-flip]=10 
                          [metasgd-zero-pretrained-flip-s1]=10 [metasgd-zero-rates1e-3-pretrained-flip]=10
                          [maml-zero-pretrained-flip-s1]=10 [metasgd-zero-rates1e-3-pretrained-flip-s1]=10
                          [maml-zero-pretrained-flip-s2]=10 [metasgd-zero-rates1e-3-protonet-flip-5k-trainval-s1]=10
-                         [metasgd-zero-min0-pretrained-flip]=10 [metasgd-zero-min0-pretrained-flip-s1]=10)
+                         [metasgd-zero-min0-pretrained-flip]=10 [metasgd-zero-min0-pretrained-flip-s1]=10
+                         [metasgd-zero-10steps-pretrained-flip]=10)
 # Test-time views chosen on the validation characters (session 22; README): these runs are also
 # scored as <run>-<V>views, each image's features averaged over it and V - 1 affine copies.
 declare -A VIEWS=([protonet-flip]=16 [protonet-flip-w128]=16 [protonet-flip-5k]=16 [protonet-flip-trainval]=16
