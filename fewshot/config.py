@@ -96,6 +96,15 @@ class OptimConfig:
 
 
 @dataclass
+class DistillConfig:
+    """protonet: also match a trained network's episode predictions (knowledge distillation)."""
+
+    teacher: str | None = None  # checkpoint of the teacher (a run's best.pt/last.pt, or a state_dict)
+    weight: float = 0.5  # share of the loss that is the teacher's; the rest is cross-entropy
+    temperature: float = 4.0  # both sets of logits are divided by it before the softmax
+
+
+@dataclass
 class TrainConfig:
     steps: int = 1000
     seed: int = 0
@@ -133,6 +142,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     inner: InnerConfig = field(default_factory=InnerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     summary: SummaryConfig = field(default_factory=SummaryConfig)
 
@@ -482,6 +492,7 @@ def _check(cfg: DictConfig) -> None:
                 f"inner.lr={cfg.inner.lr} is below inner.min_lr={min_lr}; the rates start at inner.lr, "
                 "so raise inner.lr or lower inner.min_lr"
             )
+    _check_distill(cfg)
     head = cfg.model.get("head", "linear")  # runs saved before the option lack it
     if head not in HEADS:
         raise ConfigError(f"model.head={head!r} is not one of: {', '.join(HEADS)}")
@@ -495,3 +506,25 @@ def _check(cfg: DictConfig) -> None:
             "inner.zero_head=true and inner.proto_head=true are two starts for the head; "
             "set one of them to false"
         )
+
+
+def _check_distill(cfg: DictConfig) -> None:
+    distill = cfg.get("distill")  # runs saved before the option lack it
+    if distill is None or distill.teacher is None:
+        return
+    if cfg.learner != "protonet":
+        raise ConfigError(
+            f"distill.teacher={distill.teacher} trains a ProtoNet to match the teacher's episode "
+            f"predictions; {cfg.learner} does not use it: drop the override or use learner protonet"
+        )
+    if not Path(distill.teacher).is_file():
+        raise ConfigError(
+            f"distill.teacher={distill.teacher} is not a file; give a trained run's checkpoint, "
+            "e.g. distill.teacher=runs/protonet/last.pt"
+        )
+    if not 0 <= distill.weight <= 1:
+        raise ConfigError(
+            f"distill.weight={distill.weight} must be between 0 (labels only) and 1 (the teacher only)"
+        )
+    if distill.temperature <= 0:
+        raise ConfigError(f"distill.temperature={distill.temperature} must be > 0 (4 is usual)")

@@ -109,7 +109,14 @@ def build_learner(cfg: DictConfig, channels: int, image_size: int, n_base: int) 
         backbone = build_backbone(m.backbone, channels, image_size)
         if m.pretrained:
             load_backbone_weights(backbone, m.pretrained)
-        return ProtoNet(backbone)
+        distill = cfg.get("distill")  # runs saved before the option lack it
+        if distill is None or distill.teacher is None:
+            return ProtoNet(backbone)
+        teacher = build_backbone(m.backbone, channels, image_size)
+        load_backbone_weights(teacher, distill.teacher)
+        return ProtoNet(
+            backbone, teacher=teacher, distill_weight=distill.weight, temperature=distill.temperature
+        )
     model = build_model(m.backbone, cfg.task.n_way, channels, image_size, m.pretrained)
     proto_head = inner.get("proto_head", False)  # runs saved before the option lack it
     if cfg.learner == "reptile":

@@ -10,7 +10,7 @@ from torch import nn
 
 from fewshot import ANIL, MAML, FineTune, MetaSGD, ProtoNet, Reptile, SimpleShot, ViewAveraged, build_model
 from fewshot.data import Episode, EpisodeSampler
-from fewshot.learners.functional import forward
+from fewshot.learners.functional import distillation_loss, forward
 from fewshot.learners.protonet import negative_squared_distances, prototypes, refined_prototypes
 from fewshot.learners.reptile import step_minibatches
 from fewshot.models import Conv4, build_backbone, channels_last
@@ -586,3 +586,51 @@ def test_metasgd_clamp_rates_raises_only_the_rates_below_min_lr():
     assert first[0].eq(-0.3).all()
     with pytest.raises(ValueError, match="inner_lr=0.01 is below min_lr=0.05"):
         MetaSGD(build_model("conv4", 5), inner_lr=0.01, min_lr=0.05)
+
+
+def test_distillation_loss_is_hintons_soft_target_kl():
+    torch.manual_seed(0)
+    s, t, temperature = torch.randn(6, 5), torch.randn(6, 5), 3.0
+    p = (t / temperature).softmax(-1)
+    kl = (p * (p.log() - (s / temperature).log_softmax(-1))).sum(-1).mean()
+    torch.testing.assert_close(distillation_loss(s, t, temperature), temperature**2 * kl)
+    assert float(distillation_loss(t, t, temperature)) == pytest.approx(0, abs=1e-6)
+
+
+def test_protonet_with_a_teacher_mixes_the_labels_and_the_teachers_logits(small_synthetic):
+    """meta_loss = (1 - w) CE + w T^2 KL against the teacher's ProtoNet logits (eval mode, same
+    images); w = 0 is plain ProtoNet; the teacher is neither trained nor saved."""
+    batch = _double_batch(small_synthetic, tasks=2, k=2)  # float64: no rounding between the two sides
+    torch.manual_seed(0)
+    student, teacher = build_backbone("conv4").double(), build_backbone("conv4").double()
+    teacher_state = {k: v.clone() for k, v in teacher.state_dict().items()}
+    plain, _ = ProtoNet(student).meta_loss(batch)
+    torch.testing.assert_close(
+        ProtoNet(student, teacher=teacher, distill_weight=0.0).meta_loss(batch)[0], plain
+    )
+
+    proto = ProtoNet(student, teacher=teacher, distill_weight=0.3, temperature=2.0)
+    loss, _ = proto.meta_loss(batch)
+    expected = []
+    for i in range(2):
+        sx, sy, qx, qy = batch.support_x[i], batch.support_y[i], batch.query_x[i], batch.query_y[i]
+        feats = student(torch.cat((sx, qx)))  # one pass: the student's BatchNorm uses batch statistics
+        logits = negative_squared_distances(feats[10:], prototypes(feats[:10], sy, 5))
+        with torch.no_grad():
+            target = negative_squared_distances(teacher(qx), prototypes(teacher(sx), sy, 5))
+        expected.append(0.7 * F.cross_entropy(logits, qy) + 0.3 * distillation_loss(logits, target, 2.0))
+    torch.testing.assert_close(loss, torch.stack(expected).mean())
+    assert not teacher.training and all(not p.requires_grad for p in teacher.parameters())
+
+    loss.backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert set(proto.state_dict()) == {f"backbone.{k}" for k in student.state_dict()}
+    assert {id(p) for p in proto.parameters()} == {id(p) for p in student.parameters()}
+    proto.train()
+    assert not teacher.training
+    for k, v in teacher.state_dict().items():
+        assert torch.equal(v, teacher_state[k]), k
+    with pytest.raises(ValueError, match="distill_weight must be between 0 and 1"):
+        ProtoNet(student, teacher=teacher, distill_weight=1.5)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        ProtoNet(student, teacher=teacher, temperature=0.0)

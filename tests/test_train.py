@@ -121,6 +121,70 @@ def test_metasgd_rates_are_kept_at_or_above_min_lr(tmp_path):
         load_config("metasgd", ["inner.lr=0.05", "inner.min_lr=0.1"])
 
 
+def test_protonet_distils_a_teacher_run_and_is_evaluated_without_it(tmp_path, capsys):
+    """distill.teacher trains a ProtoNet on labels and a teacher run's episode predictions; the
+    run's checkpoints hold the student alone, resume, and are scored once the teacher is gone."""
+    from fewshot.evaluate import main as evaluate
+
+    main(["protonet", *TINY, f"train.out_dir={tmp_path}", "train.name=teacher"])
+    teacher = tmp_path / "teacher" / "last.pt"
+    args = ["protonet", *TINY, f"train.out_dir={tmp_path}", f"distill.teacher={teacher}"]
+    main([*args, "train.name=student"])
+    main([*args, "train.name=student0", "distill.weight=0"])
+    main(["protonet", *TINY, f"train.out_dir={tmp_path}", "train.name=plain"])
+    student, plain, student0 = (
+        load_checkpoint(tmp_path / n / "last.pt")["model"] for n in ("student", "plain", "student0")
+    )
+    assert set(student) == set(plain)  # no teacher weights in the checkpoint
+    assert any(not torch.equal(student[k], plain[k]) for k in plain)  # the teacher changed training
+    for k in plain:  # with weight 0 the teacher changes nothing
+        assert torch.equal(student0[k], plain[k]), k
+    assert load_checkpoint(tmp_path / "student" / "last.pt")["config"]["distill"]["weight"] == 0.5
+    main(
+        [
+            "protonet",
+            f"train.resume={tmp_path / 'student'}",
+            "train.steps=3",
+            "train.val_every=3",
+            "train.quiet=true",
+        ]
+    )
+    assert load_checkpoint(tmp_path / "student" / "last.pt")["step"] == 3
+    teacher.unlink()
+    capsys.readouterr()
+    evaluate(
+        [
+            "data.num_classes=200",
+            f"data.split.manifest={tmp_path / 'student' / 'split.json'}",
+            f"methods=[protonet:{tmp_path / 'student'}]",
+            "settings=[5w1s]",
+            "episodes=3",
+            f"out_dir={tmp_path}",
+            "quiet=true",
+        ]
+    )
+    assert "protonet" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("learner", "override", "message"),
+    [
+        ("maml", "distill.teacher={t}", "trains a ProtoNet to match the teacher's episode predictions; maml"),
+        ("protonet", "distill.teacher={t}.missing", "is not a file; give a trained run's checkpoint"),
+        ("protonet", "distill.weight=1.5", "distill.weight=1.5 must be between 0"),
+        ("protonet", "distill.temperature=0", "distill.temperature=0.0 must be > 0"),
+    ],
+)
+def test_distill_config_errors(tmp_path, learner, override, message):
+    teacher = tmp_path / "teacher.pt"
+    torch.save({}, teacher)
+    overrides = [override.format(t=teacher)]
+    if not override.startswith("distill.teacher"):
+        overrides.append(f"distill.teacher={teacher}")
+    with pytest.raises(ConfigError, match=message):
+        load_config(learner, overrides)
+
+
 def test_overrides_and_groups_resolve():
     cfg = load_config("maml", ["data=omniglot", "task.n_way=20", "task.k_shot=1", "inner.steps=5"])
     assert cfg.data.source == "omniglot" and cfg.data.rotations is True

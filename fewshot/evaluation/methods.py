@@ -326,6 +326,8 @@ def _from_run(spec: MethodSpec, path: Path, state: Any, config: dict | None, ctx
         )
     cfg = OmegaConf.create(config)
     cfg.model.pretrained = None  # the run's own weights follow
+    if cfg.get("distill") is not None:
+        cfg.distill.teacher = None  # a teacher shapes training only
     for key, value in spec.adapt:
         OmegaConf.update(cfg, key, value)
     learner = build_learner(cfg, ctx.channels, ctx.image_size, n_base=1)

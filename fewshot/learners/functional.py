@@ -142,3 +142,15 @@ def cross_entropy_and_accuracy(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean cross-entropy, and detached accuracy, of ``[M, N]`` logits."""
     return F.cross_entropy(logits, labels), (logits.argmax(-1) == labels).float().mean().detach()
+
+
+def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton et al.'s soft-target loss: ``T^2 KL(softmax(t / T) || softmax(s / T))``, averaged
+    over the ``[M, N]`` rows. The ``T^2`` keeps its gradient on the scale of a cross-entropy's
+    as the temperature changes."""
+    return temperature**2 * F.kl_div(
+        F.log_softmax(logits / temperature, -1),
+        F.log_softmax(teacher_logits / temperature, -1),
+        reduction="batchmean",
+        log_target=True,
+    )

@@ -12,7 +12,7 @@ from torch import nn
 from fewshot.data import Episode
 from fewshot.learners.base import BatchPredictor, Learner, MetaLearner
 from fewshot.learners.features import batch_features, embed
-from fewshot.learners.functional import cross_entropy_and_accuracy
+from fewshot.learners.functional import cross_entropy_and_accuracy, distillation_loss
 from fewshot.models import channels_last
 
 
@@ -67,27 +67,62 @@ class ProtoNet(MetaLearner):
     episode's queries (:func:`refined_prototypes`): transductive inference, for when the
     images to classify come as a batch of the new classes.
 
+    With a ``teacher`` (another embedding network, e.g. a trained ProtoNet's backbone),
+    :meth:`meta_loss` is distillation (Hinton et al. 2015; born-again networks, Furlanello et
+    al. 2018): ``(1 - w)`` times the cross-entropy with the labels plus ``w`` times
+    :func:`~fewshot.learners.functional.distillation_loss` against the teacher's ProtoNet
+    logits on the same episode, ``w = distill_weight``. The teacher is used in eval mode and
+    never trained; it is not a submodule, so checkpoints and evaluation do without it.
+
     Example:
         >>> proto = ProtoNet(build_backbone("conv4"))
         >>> loss, metrics = proto.meta_loss(sampler.batch(range(8)))
     """
 
-    def __init__(self, backbone: nn.Module, refine_steps: int = 0):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        refine_steps: int = 0,
+        teacher: nn.Module | None = None,
+        distill_weight: float = 0.5,
+        temperature: float = 4.0,
+    ):
         super().__init__()
         if refine_steps < 0:
             raise ValueError(f"refine_steps must be >= 0, got {refine_steps}")
+        if not 0 <= distill_weight <= 1:
+            raise ValueError(f"distill_weight must be between 0 and 1, got {distill_weight}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
         self.backbone, self.refine_steps = backbone, refine_steps
+        self.distill_weight, self.temperature = distill_weight, temperature
+        # A tuple, not a submodule: outside state_dict(), parameters() and train()/eval().
+        self._teacher = () if teacher is None else (teacher.eval().requires_grad_(False),)
 
-    def _logits(self, sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor, n_way: int) -> torch.Tensor:
-        feats = self.backbone(channels_last(torch.cat((sx, qx))))
+    def _logits(
+        self, backbone: nn.Module, sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor, n_way: int
+    ) -> torch.Tensor:
+        feats = backbone(channels_last(torch.cat((sx, qx))))
         return negative_squared_distances(feats[len(sx) :], prototypes(feats[: len(sx)], sy, n_way))
+
+    def _episode_loss(
+        self, sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor, qy: torch.Tensor, n_way: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self._logits(self.backbone, sx, sy, qx, n_way)
+        loss, accuracy = cross_entropy_and_accuracy(logits, qy)
+        if self._teacher:
+            teacher = self._teacher[0].to(sx.device)  # a no-op once it is there
+            with torch.no_grad():
+                target = self._logits(teacher, sx, sy, qx, n_way)
+            soft = distillation_loss(logits, target, self.temperature)
+            loss = (1 - self.distill_weight) * loss + self.distill_weight * soft
+        return loss, accuracy
 
     def meta_loss(self, batch: Episode) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         n_way = batch.classes.shape[-1]
         pairs = [
-            cross_entropy_and_accuracy(
-                self._logits(batch.support_x[i], batch.support_y[i], batch.query_x[i], n_way),
-                batch.query_y[i],
+            self._episode_loss(
+                batch.support_x[i], batch.support_y[i], batch.query_x[i], batch.query_y[i], n_way
             )
             for i in range(len(batch.support_x))
         ]
