@@ -30,7 +30,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     )
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 126
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 131
     assert {
         "maml-10steps",
         "maml-pretrained-10steps",
@@ -99,6 +99,8 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "metasgd-zero-min0-pretrained-flip-10steps",
         "metasgd-zero-10steps-pretrained-flip-10steps",
         "metasgd-zero-min0-pretrained-flip-s1-10steps",
+        "protonet-flip-5k-trainval-distill-16views",
+        "protonet-flip-5k-trainval-distill-s1-16views",
     } <= set(report["methods"])
     # the -flip runs train on 8 classes per character (rotations and mirror images), the others on 4
     for run in ("pretrain", "protonet", "protomaml-protonet", "maml-pretrained"):
@@ -162,6 +164,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         ("reptile-zero-10shot-mb-4500-pretrained-flip-lr0.05", 2, 5, 5, 10, "pretrain-flip/best.pt", 0.05),
         ("reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2", 2, 5, 5, 10, "pretrain-flip/best.pt", 0.2),
         ("reptile-zero-10shot-mb-4500-pretrained-flip-lr0.05-s1", 2, 5, 5, 10, "pretrain-flip/best.pt", 0.05),
+        ("reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2-s1", 2, 5, 5, 10, "pretrain-flip/best.pt", 0.2),
     ):
         cfg = OmegaConf.load(tmp_path / run / "config.yaml")
         assert (cfg.learner, cfg.inner.zero_head, cfg.inner.step_shots) == ("reptile", True, step_shots)
@@ -179,8 +182,16 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         ("maml-zero-pretrained-flip-s2", 2),
         ("metasgd-zero-rates1e-3-protonet-flip-5k-trainval-s1", 1),
         ("metasgd-zero-min0-pretrained-flip-s1", 1),
+        ("reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2-s1", 1),
     ):
         assert OmegaConf.load(tmp_path / run / "config.yaml").train.seed == seed
+    # session 37's ProtoNets distilled from protonet-flip-5k-trainval, with seeds 0 and 1
+    for run, seed in (("protonet-flip-5k-trainval-distill", 0), ("protonet-flip-5k-trainval-distill-s1", 1)):
+        cfg = OmegaConf.load(tmp_path / run / "config.yaml")
+        assert (cfg.learner, cfg.train.seed, cfg.data.reflections) == ("protonet", seed, True)
+        assert cfg.distill.teacher == str(tmp_path / "protonet-flip-5k-trainval" / "last.pt")
+        assert (cfg.distill.weight, cfg.distill.temperature) == (0.5, 4.0)
+        assert cfg.data.split.manifest == str(tmp_path / "small1_trainval.json")
     # session 32's pretraining with a cosine classifier, whose scale is learned
     cos = OmegaConf.load(tmp_path / "pretrain-flip-cos" / "config.yaml")
     assert (cos.model.head, cos.data.reflections) == ("cosine", True)

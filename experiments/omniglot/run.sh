@@ -303,6 +303,21 @@ train protomaml-protonet-flip-5k-trainval-init fomaml protomaml "model.pretraine
 # pretrain-flip with a cosine classifier over the 928 classes (model.head=cosine, its scale learned from 10;
 # Chen et al.'s Baseline++): does pretraining that scores classes by direction alone make a better embedding?
 train pretrain-flip-cos pretrain pretrain data.reflections=true model.head=cosine
+# Session 37. A second seed of the supervised-start Reptile at inner lr 0.2 (its first lost 2.1 points to 0.1 at
+# 20-way 5-shot, session 35).
+train reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2-s1 reptile reptile-zero task.k_shot=10 inner.step_shots=2 \
+  train.val_setting=5w1s "model.pretrained=$OUT/pretrain-flip/best.pt" inner.lr=0.2 data.reflections=true \
+  train.steps=4500 train.val_every=500 train.seed=1
+# Session 37. protonet-flip-5k-trainval distilled into a network of its own size (born-again networks,
+# Furlanello et al. 2018; Tian et al. 2020 for few-shot): the same recipe, each episode's loss half
+# cross-entropy and half the KL divergence from that run's ProtoNet predictions at temperature 4
+# (distill.weight=0.5, distill.temperature=4). Seed 0 differs from its teacher in the loss alone;
+# seed 1 pairs with protonet-flip-5k-trainval-s1, the best network within the protocol.
+for seed in 0 1; do
+  suffix=$([[ $seed == 0 ]] || echo "-s$seed")
+  train protonet-flip-5k-trainval-distill$suffix protonet protonet data.reflections=true train.steps=5000 \
+    train.val_every=1000 "$TRAINVAL" "distill.teacher=$OUT/protonet-flip-5k-trainval/last.pt" train.seed=$seed
+done
 python "$EXP/train_runs.py" "$QUEUE" "$OUT/timings.tsv"
 [[ $TRAIN_ONLY == 1 ]] && { echo "training done: $OUT"; exit 0; }
 
@@ -323,7 +338,8 @@ declare -A TEST_STEPS=([maml]=10 [maml-pretrained]=10 [maml-pretrained-flip]=10 
 # scored as <run>-<V>views, each image's features averaged over it and V - 1 affine copies.
 declare -A VIEWS=([protonet-flip]=16 [protonet-flip-w128]=16 [protonet-flip-5k]=16 [protonet-flip-trainval]=16
                   [protonet-flip-5k-trainval]=16 [protonet-flip-5k-trainval-s1]=16 [protonet-flip-5k-trainval-s2]=16
-                  [protonet-flip-nopool]=16 [protonet-flip-5k-trainval-nopool]=16)
+                  [protonet-flip-nopool]=16 [protonet-flip-5k-trainval-nopool]=16
+                  [protonet-flip-5k-trainval-distill]=16 [protonet-flip-5k-trainval-distill-s1]=16)
 # Transductive rounds chosen on the validation characters (session 26; README): these runs are also
 # scored as <run>-refine<R> and <run>-<V>views-refine<R>, their class means refined with each
 # episode's unlabelled queries by R rounds of soft k-means.
@@ -350,7 +366,8 @@ declare -A CHECKPOINT=([protonet-flip-trainval]=last.pt [protonet-flip-5k-trainv
                        [reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval-s2]=last.pt
                        [metasgd-zero-rates1e-3-protonet-flip-5k-trainval]=last.pt
                        [metasgd-zero-rates1e-3-protonet-flip-5k-trainval-s1]=last.pt
-                       [protomaml-protonet-flip-5k-trainval-init]=last.pt)
+                       [protomaml-protonet-flip-5k-trainval-init]=last.pt
+                       [protonet-flip-5k-trainval-distill]=last.pt [protonet-flip-5k-trainval-distill-s1]=last.pt)
 declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml20-pretrained]=maml
                  [protonet-flip]=protonet [protonet-flip-elastic]=protonet [protonet5-flip]=protonet
                  [protomaml-protonet-flip]=fomaml [protonet-flip-w128]=protonet
@@ -387,7 +404,9 @@ declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml
                  [reptile-zero-10shot-mb-4500-pretrained-flip-lr0.05-s1]=reptile [maml-zero-pretrained-flip-s2]=maml
                  [metasgd-zero-rates1e-3-protonet-flip-5k-trainval-s1]=metasgd
                  [metasgd-zero-min0-pretrained-flip]=metasgd [metasgd-zero-10steps-pretrained-flip]=metasgd
-                 [metasgd-zero-min0-pretrained-flip-s1]=metasgd)  # the learner of runs not named after theirs
+                 [metasgd-zero-min0-pretrained-flip-s1]=metasgd [protonet-flip-5k-trainval-distill]=protonet
+                 [protonet-flip-5k-trainval-distill-s1]=protonet
+                 [reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2-s1]=reptile)  # the learner of runs not named after theirs
 candidates=()
 for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained protomaml-pretrained protomaml-protonet \
            reptile reptile-pretrained protonet protonet-pretrained protonet-flip protomaml-protonet-flip \
@@ -412,7 +431,9 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
            reptile-zero-10shot-mb-4500-pretrained-flip-lr0.05 reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2 \
            reptile-zero-10shot-mb-4500-pretrained-flip-lr0.05-s1 maml-zero-pretrained-flip-s2 \
            metasgd-zero-rates1e-3-protonet-flip-5k-trainval-s1 metasgd-zero-min0-pretrained-flip \
-           metasgd-zero-10steps-pretrained-flip metasgd-zero-min0-pretrained-flip-s1; do
+           metasgd-zero-10steps-pretrained-flip metasgd-zero-min0-pretrained-flip-s1 \
+           protonet-flip-5k-trainval-distill protonet-flip-5k-trainval-distill-s1 \
+           reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2-s1; do
   checkpoint=${CHECKPOINT[$run]:-best.pt}
   [[ -f "$OUT/$run/$checkpoint" ]] || continue
   kind=${KIND[$run]:-${run%-pretrained}}
