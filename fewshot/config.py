@@ -99,7 +99,9 @@ class OptimConfig:
 class DistillConfig:
     """protonet: also match a trained network's episode predictions (knowledge distillation)."""
 
-    teacher: str | None = None  # checkpoint of the teacher (a run's best.pt/last.pt, or a state_dict)
+    # checkpoint of the teacher (a run's best.pt/last.pt, or a state_dict); comma-separated for an
+    # ensemble whose logits are the sum of its members' (fewshot.models.FeatureEnsemble)
+    teacher: str | None = None
     weight: float = 0.5  # share of the loss that is the teacher's; the rest is cross-entropy
     temperature: float = 4.0  # both sets of logits are divided by it before the softmax
 
@@ -517,11 +519,12 @@ def _check_distill(cfg: DictConfig) -> None:
             f"distill.teacher={distill.teacher} trains a ProtoNet to match the teacher's episode "
             f"predictions; {cfg.learner} does not use it: drop the override or use learner protonet"
         )
-    if not Path(distill.teacher).is_file():
-        raise ConfigError(
-            f"distill.teacher={distill.teacher} is not a file; give a trained run's checkpoint, "
-            "e.g. distill.teacher=runs/protonet/last.pt"
-        )
+    for path in distill.teacher.split(","):
+        if not Path(path).is_file():
+            raise ConfigError(
+                f"distill.teacher: {path} is not a file; give a trained run's checkpoint, "
+                "e.g. distill.teacher=runs/protonet/last.pt (comma-separated for several)"
+            )
     if not 0 <= distill.weight <= 1:
         raise ConfigError(
             f"distill.weight={distill.weight} must be between 0 (labels only) and 1 (the teacher only)"

@@ -56,7 +56,13 @@ from fewshot.learners import (
     SimpleShot,
     episode_accuracies,
 )
-from fewshot.models import build_backbone, build_model, channels_last, load_backbone_weights
+from fewshot.models import (
+    FeatureEnsemble,
+    build_backbone,
+    build_model,
+    channels_last,
+    load_backbone_weights,
+)
 from fewshot.stats import MeanCI, mean_ci
 
 
@@ -112,8 +118,11 @@ def build_learner(cfg: DictConfig, channels: int, image_size: int, n_base: int) 
         distill = cfg.get("distill")  # runs saved before the option lack it
         if distill is None or distill.teacher is None:
             return ProtoNet(backbone)
-        teacher = build_backbone(m.backbone, channels, image_size)
-        load_backbone_weights(teacher, distill.teacher)
+        members = []
+        for path in distill.teacher.split(","):
+            members.append(build_backbone(m.backbone, channels, image_size))
+            load_backbone_weights(members[-1], path)
+        teacher = members[0] if len(members) == 1 else FeatureEnsemble(members)
         return ProtoNet(
             backbone, teacher=teacher, distill_weight=distill.weight, temperature=distill.temperature
         )

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from fewshot.config import ConfigError, load_config
-from fewshot.models import CosineHead
+from fewshot.models import CosineHead, FeatureEnsemble
 from fewshot.train import (
     TrainingError,
     build_learner,
@@ -140,6 +140,13 @@ def test_protonet_distils_a_teacher_run_and_is_evaluated_without_it(tmp_path, ca
     for k in plain:  # with weight 0 the teacher changes nothing
         assert torch.equal(student0[k], plain[k]), k
     assert load_checkpoint(tmp_path / "student" / "last.pt")["config"]["distill"]["weight"] == 0.5
+    # several teachers are one ensemble: its logits are the sum of theirs (FeatureEnsemble)
+    cfg = load_config("protonet", [*TINY, f"distill.teacher={teacher},{tmp_path / 'plain' / 'last.pt'}"])
+    ensemble = build_learner(cfg, 1, 28, 5)._teacher[0]
+    assert isinstance(ensemble, FeatureEnsemble) and len(ensemble.members) == 2
+    for member, run in zip(ensemble.members, ("teacher", "plain"), strict=True):
+        saved = load_checkpoint(tmp_path / run / "last.pt")["model"]
+        assert all(torch.equal(v, saved[f"backbone.{k}"]) for k, v in member.state_dict().items())
     main(
         [
             "protonet",
@@ -171,6 +178,7 @@ def test_protonet_distils_a_teacher_run_and_is_evaluated_without_it(tmp_path, ca
     [
         ("maml", "distill.teacher={t}", "trains a ProtoNet to match the teacher's episode predictions; maml"),
         ("protonet", "distill.teacher={t}.missing", "is not a file; give a trained run's checkpoint"),
+        ("protonet", "distill.teacher={t},{t}.missing", "teacher.pt.missing is not a file"),
         ("protonet", "distill.weight=1.5", "distill.weight=1.5 must be between 0"),
         ("protonet", "distill.temperature=0", "distill.temperature=0.0 must be > 0"),
     ],
