@@ -318,6 +318,11 @@ for seed in 0 1; do
   train protonet-flip-5k-trainval-distill$suffix protonet protonet data.reflections=true train.steps=5000 \
     train.val_every=1000 "$TRAINVAL" "distill.teacher=$OUT/protonet-flip-5k-trainval/last.pt" train.seed=$seed
 done
+# The same (seed 0) with the first two seeds as one teacher, whose logits are the sum of the two networks'
+# (session 27's pair scored above either seed): temperature 8 on the sum is each network's mean at 4.
+train protonet-flip-5k-trainval-distill-x2 protonet protonet data.reflections=true train.steps=5000 train.val_every=1000 \
+  "$TRAINVAL" "distill.teacher=$OUT/protonet-flip-5k-trainval/last.pt,$OUT/protonet-flip-5k-trainval-s1/last.pt" \
+  distill.temperature=8
 python "$EXP/train_runs.py" "$QUEUE" "$OUT/timings.tsv"
 [[ $TRAIN_ONLY == 1 ]] && { echo "training done: $OUT"; exit 0; }
 
@@ -339,7 +344,8 @@ declare -A TEST_STEPS=([maml]=10 [maml-pretrained]=10 [maml-pretrained-flip]=10 
 declare -A VIEWS=([protonet-flip]=16 [protonet-flip-w128]=16 [protonet-flip-5k]=16 [protonet-flip-trainval]=16
                   [protonet-flip-5k-trainval]=16 [protonet-flip-5k-trainval-s1]=16 [protonet-flip-5k-trainval-s2]=16
                   [protonet-flip-nopool]=16 [protonet-flip-5k-trainval-nopool]=16
-                  [protonet-flip-5k-trainval-distill]=16 [protonet-flip-5k-trainval-distill-s1]=16)
+                  [protonet-flip-5k-trainval-distill]=16 [protonet-flip-5k-trainval-distill-s1]=16
+                  [protonet-flip-5k-trainval-distill-x2]=16)
 # Transductive rounds chosen on the validation characters (session 26; README): these runs are also
 # scored as <run>-refine<R> and <run>-<V>views-refine<R>, their class means refined with each
 # episode's unlabelled queries by R rounds of soft k-means.
@@ -367,7 +373,8 @@ declare -A CHECKPOINT=([protonet-flip-trainval]=last.pt [protonet-flip-5k-trainv
                        [metasgd-zero-rates1e-3-protonet-flip-5k-trainval]=last.pt
                        [metasgd-zero-rates1e-3-protonet-flip-5k-trainval-s1]=last.pt
                        [protomaml-protonet-flip-5k-trainval-init]=last.pt
-                       [protonet-flip-5k-trainval-distill]=last.pt [protonet-flip-5k-trainval-distill-s1]=last.pt)
+                       [protonet-flip-5k-trainval-distill]=last.pt [protonet-flip-5k-trainval-distill-s1]=last.pt
+                       [protonet-flip-5k-trainval-distill-x2]=last.pt)
 declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml20-pretrained]=maml
                  [protonet-flip]=protonet [protonet-flip-elastic]=protonet [protonet5-flip]=protonet
                  [protomaml-protonet-flip]=fomaml [protonet-flip-w128]=protonet
@@ -406,7 +413,8 @@ declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml
                  [metasgd-zero-min0-pretrained-flip]=metasgd [metasgd-zero-10steps-pretrained-flip]=metasgd
                  [metasgd-zero-min0-pretrained-flip-s1]=metasgd [protonet-flip-5k-trainval-distill]=protonet
                  [protonet-flip-5k-trainval-distill-s1]=protonet
-                 [reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2-s1]=reptile)  # the learner of runs not named after theirs
+                 [reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2-s1]=reptile
+                 [protonet-flip-5k-trainval-distill-x2]=protonet)  # the learner of runs not named after theirs
 candidates=()
 for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained protomaml-pretrained protomaml-protonet \
            reptile reptile-pretrained protonet protonet-pretrained protonet-flip protomaml-protonet-flip \
@@ -433,7 +441,7 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
            metasgd-zero-rates1e-3-protonet-flip-5k-trainval-s1 metasgd-zero-min0-pretrained-flip \
            metasgd-zero-10steps-pretrained-flip metasgd-zero-min0-pretrained-flip-s1 \
            protonet-flip-5k-trainval-distill protonet-flip-5k-trainval-distill-s1 \
-           reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2-s1; do
+           reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2-s1 protonet-flip-5k-trainval-distill-x2; do
   checkpoint=${CHECKPOINT[$run]:-best.pt}
   [[ -f "$OUT/$run/$checkpoint" ]] || continue
   kind=${KIND[$run]:-${run%-pretrained}}
