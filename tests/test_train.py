@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from fewshot.config import ConfigError, load_config
-from fewshot.models import CosineHead, FeatureEnsemble
+from fewshot.models import CosineHead, FeatureEnsemble, build_backbone
 from fewshot.train import (
     TrainingError,
     build_learner,
@@ -191,6 +191,31 @@ def test_distill_config_errors(tmp_path, learner, override, message):
         overrides.append(f"distill.teacher={teacher}")
     with pytest.raises(ConfigError, match=message):
         load_config(learner, overrides)
+
+
+@pytest.mark.parametrize(
+    ("learner", "override"),
+    [
+        ("maml", "model.pretrained={c}"),
+        ("protonet", "model.pretrained={c}"),
+        ("protonet", "distill.teacher={c}"),
+    ],
+)
+def test_a_checkpoint_of_another_backbone_is_refused_before_anything_is_written(
+    tmp_path, capsys, learner, override
+):
+    """A start or teacher whose weights do not fit (here: 3 input channels for 1-channel data) stops
+    the run with the shapes that differ, and no run directory is left behind."""
+    other = tmp_path / "rgb.pt"
+    torch.save(
+        {"model": {f"backbone.{k}": v for k, v in build_backbone("conv4", 3).state_dict().items()}}, other
+    )
+    out = tmp_path / "runs"
+    with pytest.raises(SystemExit):
+        main([learner, *TINY, f"train.out_dir={out}", override.format(c=other)])
+    err = capsys.readouterr().err
+    assert "does not fit this Conv4 backbone" in err and "(64, 3, 3, 3) vs model (64, 1, 3, 3)" in err
+    assert not out.exists()
 
 
 def test_overrides_and_groups_resolve():
