@@ -323,6 +323,18 @@ done
 train protonet-flip-5k-trainval-distill-x2 protonet protonet data.reflections=true train.steps=5000 train.val_every=1000 \
   "$TRAINVAL" "distill.teacher=$OUT/protonet-flip-5k-trainval/last.pt,$OUT/protonet-flip-5k-trainval-s1/last.pt" \
   distill.temperature=8
+# Session 38. protonet-flip-5k-trainval for 10,000 steps instead of 5,000 (3,000 -> 5,000 gained at every
+# setting, session 23): on session 37's machine 5,000 steps take about 29 minutes of one thread, so 10,000
+# fit the task's hour per run. Seeds 0 and 1.
+for seed in 0 1; do
+  suffix=$([[ $seed == 0 ]] || echo "-s$seed")
+  train protonet-flip-10k-trainval$suffix protonet protonet data.reflections=true train.steps=10000 \
+    train.val_every=2000 "$TRAINVAL" train.seed=$seed
+done
+# 10,000 steps gained over 5,000 with views at 20 ways (both seeds), so 16,000 with both threads of the
+# two cores (about 5 steps a second alone there, OMP_NUM_THREADS=2): the longest run the hour allows.
+train protonet-flip-16k-trainval protonet protonet data.reflections=true train.steps=16000 train.val_every=4000 \
+  "$TRAINVAL"
 python "$EXP/train_runs.py" "$QUEUE" "$OUT/timings.tsv"
 [[ $TRAIN_ONLY == 1 ]] && { echo "training done: $OUT"; exit 0; }
 
@@ -345,7 +357,8 @@ declare -A VIEWS=([protonet-flip]=16 [protonet-flip-w128]=16 [protonet-flip-5k]=
                   [protonet-flip-5k-trainval]=16 [protonet-flip-5k-trainval-s1]=16 [protonet-flip-5k-trainval-s2]=16
                   [protonet-flip-nopool]=16 [protonet-flip-5k-trainval-nopool]=16
                   [protonet-flip-5k-trainval-distill]=16 [protonet-flip-5k-trainval-distill-s1]=16
-                  [protonet-flip-5k-trainval-distill-x2]=16)
+                  [protonet-flip-5k-trainval-distill-x2]=16 [protonet-flip-10k-trainval]=16
+                  [protonet-flip-10k-trainval-s1]=16 [protonet-flip-16k-trainval]=16)
 # Transductive rounds chosen on the validation characters (session 26; README): these runs are also
 # scored as <run>-refine<R> and <run>-<V>views-refine<R>, their class means refined with each
 # episode's unlabelled queries by R rounds of soft k-means.
@@ -374,7 +387,8 @@ declare -A CHECKPOINT=([protonet-flip-trainval]=last.pt [protonet-flip-5k-trainv
                        [metasgd-zero-rates1e-3-protonet-flip-5k-trainval-s1]=last.pt
                        [protomaml-protonet-flip-5k-trainval-init]=last.pt
                        [protonet-flip-5k-trainval-distill]=last.pt [protonet-flip-5k-trainval-distill-s1]=last.pt
-                       [protonet-flip-5k-trainval-distill-x2]=last.pt)
+                       [protonet-flip-5k-trainval-distill-x2]=last.pt [protonet-flip-10k-trainval]=last.pt
+                       [protonet-flip-10k-trainval-s1]=last.pt [protonet-flip-16k-trainval]=last.pt)
 declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml20-pretrained]=maml
                  [protonet-flip]=protonet [protonet-flip-elastic]=protonet [protonet5-flip]=protonet
                  [protomaml-protonet-flip]=fomaml [protonet-flip-w128]=protonet
@@ -414,7 +428,8 @@ declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml
                  [metasgd-zero-min0-pretrained-flip-s1]=metasgd [protonet-flip-5k-trainval-distill]=protonet
                  [protonet-flip-5k-trainval-distill-s1]=protonet
                  [reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2-s1]=reptile
-                 [protonet-flip-5k-trainval-distill-x2]=protonet)  # the learner of runs not named after theirs
+                 [protonet-flip-5k-trainval-distill-x2]=protonet [protonet-flip-10k-trainval]=protonet
+                 [protonet-flip-10k-trainval-s1]=protonet [protonet-flip-16k-trainval]=protonet)  # the learner of runs not named after theirs
 candidates=()
 for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained protomaml-pretrained protomaml-protonet \
            reptile reptile-pretrained protonet protonet-pretrained protonet-flip protomaml-protonet-flip \
@@ -441,7 +456,8 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
            metasgd-zero-rates1e-3-protonet-flip-5k-trainval-s1 metasgd-zero-min0-pretrained-flip \
            metasgd-zero-10steps-pretrained-flip metasgd-zero-min0-pretrained-flip-s1 \
            protonet-flip-5k-trainval-distill protonet-flip-5k-trainval-distill-s1 \
-           reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2-s1 protonet-flip-5k-trainval-distill-x2; do
+           reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2-s1 protonet-flip-5k-trainval-distill-x2 \
+           protonet-flip-10k-trainval protonet-flip-10k-trainval-s1 protonet-flip-16k-trainval; do
   checkpoint=${CHECKPOINT[$run]:-best.pt}
   [[ -f "$OUT/$run/$checkpoint" ]] || continue
   kind=${KIND[$run]:-${run%-pretrained}}
@@ -469,6 +485,12 @@ for n in 2 3; do
   candidates+=("protonet-flip-5k-trainval-x$n=protonet:$runs" "protonet-flip-5k-trainval-x$n-16views=protonet:$runs@views=16"
                "protonet-flip-5k-trainval-x$n-16views-refine2=protonet:$runs@views=16@refine=2")
 done
+# The two 10,000-step seeds as one (session 38), with and without views.
+tenk=("$OUT/protonet-flip-10k-trainval/last.pt" "$OUT/protonet-flip-10k-trainval-s1/last.pt")
+if [[ -f ${tenk[0]} && -f ${tenk[1]} ]]; then
+  candidates+=("protonet-flip-10k-trainval-x2=protonet:${tenk[0]}+${tenk[1]}"
+               "protonet-flip-10k-trainval-x2-16views=protonet:${tenk[0]}+${tenk[1]}@views=16")
+fi
 if [[ -f "$OUT/pretrain/best.pt" ]]; then
   # full fine-tuning at the default backbone lr (0.001) and at the one chosen on the validation
   # characters (0.0001, 20-way 5-shot; README), where no episode collapses to chance
