@@ -264,7 +264,8 @@ def train(cfg: DictConfig) -> Path:
         raise ConfigError(f"{items} items per step cannot be shared among {ctx.world} processes; use more")
     resuming = cfg.train.resume is not None
     if resuming:  # cfg comes from resume_config: the run's own, plus explicit overrides
-        ckpt = load_checkpoint(Path(cfg.train.resume) / "last.pt")
+        run_dir = Path(cfg.train.resume)
+        ckpt = load_checkpoint(run_dir / "last.pt")
     torch.manual_seed(cfg.train.seed)
 
     # Data and every checkpoint the learner starts from are read before the run directory is
@@ -273,9 +274,7 @@ def train(cfg: DictConfig) -> Path:
     splits, manifest = load_splits(cfg.data, required=("base", "val", "novel")[: 3 if summary else 2])
     channels, size = splits["base"].image_shape[0], splits["base"].image_shape[1]
     learner = build_learner(cfg, channels, size, splits["base"].num_classes).to(device)
-    if resuming:
-        run_dir = Path(cfg.train.resume)
-    else:
+    if not resuming:
         made = new_run_dir(cfg.train.out_dir, cfg.train.name or cfg.learner) if ctx.main else None
         run_dir = Path(distributed.broadcast_object(str(made), ctx))
     if ctx.main:
