@@ -111,7 +111,7 @@ class TrainConfig:
     steps: int = 1000
     seed: int = 0
     device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:1 ...
-    bf16: bool = False  # bf16 autocast on CUDA
+    bf16: bool = False  # bf16 autocast (CUDA, or a CPU with bf16 instructions)
     batch_size: int = 64  # pretrain: images per step
     log_every: int = 10
     val_every: int = 200

@@ -306,6 +306,21 @@ def _params(run: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(run / "last.pt")["model"]
 
 
+@pytest.mark.parametrize("learner", ["protonet", "maml", "pretrain"])
+def test_bf16_autocast_runs_on_the_cpu_with_float32_weights(tmp_path, learner):
+    """train.bf16=true computes in bf16 on the CPU too (so its weights differ from float32
+    training's), keeps float32 weights, and repeats exactly with the same seed."""
+    args = [*TINY, "train.steps=3", "summary.episodes=0", "train.device=cpu"]
+    for name, extra in (("fp32", []), ("bf16", ["train.bf16=true"]), ("bf16-again", ["train.bf16=true"])):
+        main([learner, *args, *extra, f"train.out_dir={tmp_path}", f"train.name={name}"])
+    fp32, bf16, again = (_params(tmp_path / name) for name in ("fp32", "bf16", "bf16-again"))
+    assert all(bf16[k].dtype == fp32[k].dtype for k in fp32)
+    assert all(torch.equal(bf16[k], again[k]) for k in bf16)
+    moved = [k for k in fp32 if fp32[k].is_floating_point() and not torch.equal(fp32[k], bf16[k])]
+    assert moved, "bf16 training gave float32 training's weights: autocast was off"
+    assert all(torch.isfinite(bf16[k]).all() for k in moved)
+
+
 def test_sigkill_and_resume_equals_uninterrupted_run(tmp_path):
     args = [*TINY, "train.steps=8", "train.val_every=4", "train.checkpoint_every=1", "summary.episodes=0"]
     main(["maml", *args, f"train.out_dir={tmp_path}/a"])
