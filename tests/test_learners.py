@@ -540,6 +540,20 @@ def test_threads_equal_loop_exactly(small_synthetic, name):
         assert learner.model.head.weight.grad is None
 
 
+def test_threads_run_under_the_callers_bf16_autocast(small_synthetic):
+    # Autocast is thread-local, like grad mode: the workers must enter the caller's again.
+    batch = EpisodeSampler(small_synthetic, 5, 1, 3, seed=0).batch(range(4))
+    results = {}
+    for strategy in ("loop", "threads", "float32"):
+        torch.manual_seed(0)
+        learner = THREADED["maml"](build_model("conv4", 5), "loop" if strategy == "float32" else strategy)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=strategy != "float32"):
+            learner.meta_backward(batch)
+        results[strategy] = torch.cat([p.grad.flatten() for p in learner.parameters()])
+    assert torch.equal(results["threads"], results["loop"])
+    assert not torch.equal(results["loop"], results["float32"])
+
+
 def test_unknown_strategy_names_the_choices():
     with pytest.raises(
         ValueError, match="strategy must be 'auto', 'loop', 'threads' or 'vmap', got 'thread'"

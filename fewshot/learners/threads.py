@@ -20,6 +20,7 @@ Two things make it safe and reproducible:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import queue
 import threading
@@ -59,7 +60,7 @@ def map_tasks(fn: Callable[[int], T], module: nn.Module, n: int, workers: int) -
     """``fn(0), ..., fn(n - 1)``, run on ``workers`` threads, yielded in that order.
 
     While ``fn`` runs, :func:`replica` of ``module`` is a copy of it that no other
-    thread uses, and grad mode is the caller's. With ``workers <= 1`` the calls run here,
+    thread uses, and grad mode and autocast are the caller's. With ``workers <= 1`` the calls run here,
     one after another.
     """
     if workers <= 1:
@@ -74,13 +75,18 @@ def map_tasks(fn: Callable[[int], T], module: nn.Module, n: int, workers: int) -
     for c in copies[:workers]:
         free.put(c.train(module.training))
 
-    grad_enabled = torch.is_grad_enabled()  # thread-local: the caller's mode, in every worker
+    # Grad mode and autocast are thread-local: the caller's, entered again in every worker.
+    grad_enabled = torch.is_grad_enabled()
+    autocast = [(d, torch.get_autocast_dtype(d)) for d in ("cpu", "cuda") if torch.is_autocast_enabled(d)]
 
     def run(i: int) -> T:
         own = free.get()
         _local.module, _local.copy = module, own
         try:
-            with torch.set_grad_enabled(grad_enabled):
+            with contextlib.ExitStack() as modes:
+                modes.enter_context(torch.set_grad_enabled(grad_enabled))
+                for device_type, dtype in autocast:
+                    modes.enter_context(torch.autocast(device_type, dtype=dtype))
                 return fn(i)
         finally:
             _local.module = _local.copy = None
