@@ -321,6 +321,17 @@ def test_bf16_autocast_runs_on_the_cpu_with_float32_weights(tmp_path, learner):
     assert all(torch.isfinite(bf16[k]).all() for k in moved)
 
 
+def test_bf16_on_a_device_autocast_does_not_cover_is_refused_before_anything_is_written(tmp_path):
+    cfg = load_config(
+        "protonet", [*TINY, "train.device=meta", "train.bf16=true", f"train.out_dir={tmp_path}"]
+    )
+    with pytest.raises(
+        ConfigError, match="train.bf16=true autocasts on cpu or cuda, not meta; use train.bf16=false"
+    ):
+        train(cfg)
+    assert not any(tmp_path.iterdir())
+
+
 def test_sigkill_and_resume_equals_uninterrupted_run(tmp_path):
     args = [*TINY, "train.steps=8", "train.val_every=4", "train.checkpoint_every=1", "summary.episodes=0"]
     main(["maml", *args, f"train.out_dir={tmp_path}/a"])
