@@ -346,6 +346,14 @@ for seed in 0 1; do
   train protonet-flip-28k-trainval-bf16$suffix protonet protonet data.reflections=true train.steps=28000 \
     train.val_every=4000 "$TRAINVAL" train.bf16=true train.seed=$seed
 done
+# Session 40. 28,000 steps gained nothing over 16,000, so the bf16 speed goes to the episode instead:
+# 16,000 steps of 120-way episodes (twice the classes of protonet-flip-16k-trainval's, about 4.5 steps a
+# second alone here), to see whether more classes per step help where more steps no longer do. Seeds 0 and 1.
+for seed in 0 1; do
+  suffix=$([[ $seed == 0 ]] || echo "-s$seed")
+  train protonet-flip-16k-trainval-bf16-120way$suffix protonet protonet data.reflections=true train.steps=16000 \
+    train.val_every=4000 "$TRAINVAL" train.bf16=true task.n_way=120 train.seed=$seed
+done
 python "$EXP/train_runs.py" "$QUEUE" "$OUT/timings.tsv"
 [[ $TRAIN_ONLY == 1 ]] && { echo "training done: $OUT"; exit 0; }
 
@@ -371,7 +379,8 @@ declare -A VIEWS=([protonet-flip]=16 [protonet-flip-w128]=16 [protonet-flip-5k]=
                   [protonet-flip-5k-trainval-distill-x2]=16 [protonet-flip-10k-trainval]=16
                   [protonet-flip-10k-trainval-s1]=16 [protonet-flip-16k-trainval]=16
                   [protonet-flip-5k-trainval-bf16]=16 [protonet-flip-28k-trainval-bf16]=16
-                  [protonet-flip-28k-trainval-bf16-s1]=16)
+                  [protonet-flip-28k-trainval-bf16-s1]=16 [protonet-flip-16k-trainval-bf16-120way]=16
+                  [protonet-flip-16k-trainval-bf16-120way-s1]=16)
 # Transductive rounds chosen on the validation characters (session 26; README): these runs are also
 # scored as <run>-refine<R> and <run>-<V>views-refine<R>, their class means refined with each
 # episode's unlabelled queries by R rounds of soft k-means.
@@ -403,7 +412,8 @@ declare -A CHECKPOINT=([protonet-flip-trainval]=last.pt [protonet-flip-5k-trainv
                        [protonet-flip-5k-trainval-distill-x2]=last.pt [protonet-flip-10k-trainval]=last.pt
                        [protonet-flip-10k-trainval-s1]=last.pt [protonet-flip-16k-trainval]=last.pt
                        [protonet-flip-5k-trainval-bf16]=last.pt [protonet-flip-28k-trainval-bf16]=last.pt
-                       [protonet-flip-28k-trainval-bf16-s1]=last.pt)
+                       [protonet-flip-28k-trainval-bf16-s1]=last.pt [protonet-flip-16k-trainval-bf16-120way]=last.pt
+                       [protonet-flip-16k-trainval-bf16-120way-s1]=last.pt)
 declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml20-pretrained]=maml
                  [protonet-flip]=protonet [protonet-flip-elastic]=protonet [protonet5-flip]=protonet
                  [protomaml-protonet-flip]=fomaml [protonet-flip-w128]=protonet
@@ -446,7 +456,8 @@ declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml
                  [protonet-flip-5k-trainval-distill-x2]=protonet [protonet-flip-10k-trainval]=protonet
                  [protonet-flip-10k-trainval-s1]=protonet [protonet-flip-16k-trainval]=protonet
                  [protonet-flip-5k-trainval-bf16]=protonet [protonet-flip-28k-trainval-bf16]=protonet
-                 [protonet-flip-28k-trainval-bf16-s1]=protonet)  # the learner of runs not named after theirs
+                 [protonet-flip-28k-trainval-bf16-s1]=protonet [protonet-flip-16k-trainval-bf16-120way]=protonet
+                 [protonet-flip-16k-trainval-bf16-120way-s1]=protonet)  # the learner of runs not named after theirs
 candidates=()
 for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained protomaml-pretrained protomaml-protonet \
            reptile reptile-pretrained protonet protonet-pretrained protonet-flip protomaml-protonet-flip \
@@ -475,7 +486,8 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
            protonet-flip-5k-trainval-distill protonet-flip-5k-trainval-distill-s1 \
            reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2-s1 protonet-flip-5k-trainval-distill-x2 \
            protonet-flip-10k-trainval protonet-flip-10k-trainval-s1 protonet-flip-16k-trainval \
-           protonet-flip-5k-trainval-bf16 protonet-flip-28k-trainval-bf16 protonet-flip-28k-trainval-bf16-s1; do
+           protonet-flip-5k-trainval-bf16 protonet-flip-28k-trainval-bf16 protonet-flip-28k-trainval-bf16-s1 \
+           protonet-flip-16k-trainval-bf16-120way protonet-flip-16k-trainval-bf16-120way-s1; do
   checkpoint=${CHECKPOINT[$run]:-best.pt}
   [[ -f "$OUT/$run/$checkpoint" ]] || continue
   kind=${KIND[$run]:-${run%-pretrained}}
@@ -514,6 +526,12 @@ long=("$OUT/protonet-flip-28k-trainval-bf16/last.pt" "$OUT/protonet-flip-28k-tra
 if [[ -f ${long[0]} && -f ${long[1]} ]]; then
   candidates+=("protonet-flip-28k-trainval-bf16-x2=protonet:${long[0]}+${long[1]}"
                "protonet-flip-28k-trainval-bf16-x2-16views=protonet:${long[0]}+${long[1]}@views=16")
+fi
+# And the two 120-way seeds as one (session 40).
+wide=("$OUT/protonet-flip-16k-trainval-bf16-120way/last.pt" "$OUT/protonet-flip-16k-trainval-bf16-120way-s1/last.pt")
+if [[ -f ${wide[0]} && -f ${wide[1]} ]]; then
+  candidates+=("protonet-flip-16k-trainval-bf16-120way-x2=protonet:${wide[0]}+${wide[1]}"
+               "protonet-flip-16k-trainval-bf16-120way-x2-16views=protonet:${wide[0]}+${wide[1]}@views=16")
 fi
 if [[ -f "$OUT/pretrain/best.pt" ]]; then
   # full fine-tuning at the default backbone lr (0.001) and at the one chosen on the validation
