@@ -515,24 +515,16 @@ for n in 2 3; do
   candidates+=("protonet-flip-5k-trainval-x$n=protonet:$runs" "protonet-flip-5k-trainval-x$n-16views=protonet:$runs@views=16"
                "protonet-flip-5k-trainval-x$n-16views-refine2=protonet:$runs@views=16@refine=2")
 done
-# The two 10,000-step seeds as one (session 38), with and without views.
-tenk=("$OUT/protonet-flip-10k-trainval/last.pt" "$OUT/protonet-flip-10k-trainval-s1/last.pt")
-if [[ -f ${tenk[0]} && -f ${tenk[1]} ]]; then
-  candidates+=("protonet-flip-10k-trainval-x2=protonet:${tenk[0]}+${tenk[1]}"
-               "protonet-flip-10k-trainval-x2-16views=protonet:${tenk[0]}+${tenk[1]}@views=16")
-fi
-# And the two 28,000-step bf16 seeds as one (session 39).
-long=("$OUT/protonet-flip-28k-trainval-bf16/last.pt" "$OUT/protonet-flip-28k-trainval-bf16-s1/last.pt")
-if [[ -f ${long[0]} && -f ${long[1]} ]]; then
-  candidates+=("protonet-flip-28k-trainval-bf16-x2=protonet:${long[0]}+${long[1]}"
-               "protonet-flip-28k-trainval-bf16-x2-16views=protonet:${long[0]}+${long[1]}@views=16")
-fi
-# And the two 120-way seeds as one (session 40).
-wide=("$OUT/protonet-flip-16k-trainval-bf16-120way/last.pt" "$OUT/protonet-flip-16k-trainval-bf16-120way-s1/last.pt")
-if [[ -f ${wide[0]} && -f ${wide[1]} ]]; then
-  candidates+=("protonet-flip-16k-trainval-bf16-120way-x2=protonet:${wide[0]}+${wide[1]}"
-               "protonet-flip-16k-trainval-bf16-120way-x2-16views=protonet:${wide[0]}+${wide[1]}@views=16")
-fi
+seed_pair() {  # seed_pair <run>: <run> and <run>-s1 as one (<run>-x2), with and without views, once both exist
+  local a="$OUT/$1/last.pt" b="$OUT/$1-s1/last.pt"
+  [[ -f $a && -f $b ]] || return 0
+  candidates+=("$1-x2=protonet:$a+$b" "$1-x2-16views=protonet:$a+$b@views=16")
+}
+# The two seeds as one of the 10,000-step runs (session 38), the 28,000-step bf16 runs (session 39) and
+# the 120-way runs (session 40).
+seed_pair protonet-flip-10k-trainval
+seed_pair protonet-flip-28k-trainval-bf16
+seed_pair protonet-flip-16k-trainval-bf16-120way
 if [[ -f "$OUT/pretrain/best.pt" ]]; then
   # full fine-tuning at the default backbone lr (0.001) and at the one chosen on the validation
   # characters (0.0001, 20-way 5-shot; README), where no episode collapses to chance
