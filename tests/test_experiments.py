@@ -30,7 +30,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     )
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 155
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 163
     assert {
         "maml-10steps",
         "maml-pretrained-10steps",
@@ -113,6 +113,10 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "protonet-flip-16k-trainval-bf16-120way-16views",
         "protonet-flip-16k-trainval-bf16-120way-s1-16views",
         "protonet-flip-16k-trainval-bf16-120way-x2-16views",
+        "protonet-flip-16k-trainval-bf16-11query-16views",
+        "protonet-flip-16k-trainval-bf16-16views",
+        "protonet-flip-16k-trainval-bf16-s1-16views",
+        "protonet-flip-16k-trainval-bf16-x2-16views",
     } <= set(report["methods"])
     # the -flip runs train on 8 classes per character (rotations and mirror images), the others on 4
     for run in ("pretrain", "protonet", "protomaml-protonet", "maml-pretrained"):
@@ -210,7 +214,9 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     assert (x2.distill.teacher, x2.distill.temperature, x2.train.seed) == (",".join(teachers), 8.0, 0)
     # session 38's longer ProtoNets (10,000 steps, seeds 0 and 1, and 16,000; train.steps is 2 in quick mode)
     # and session 39's in bf16 autocast on the CPU (5,000 steps, and 28,000 with seeds 0 and 1), and session
-    # 40's 120-way ones (16,000 steps in bf16, seeds 0 and 1)
+    # 40's 120-way ones (16,000 steps in bf16, seeds 0 and 1), and session 41's 60-way ones in bf16 for
+    # 16,000 steps, with 11 queries per class (not checked here: the quick mode gives every run
+    # task.q_query=2) and with the usual 5 (seeds 0 and 1)
     for run, seed, bf16, n_way in (
         ("protonet-flip-10k-trainval", 0, False, 60),
         ("protonet-flip-10k-trainval-s1", 1, False, 60),
@@ -220,6 +226,9 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         ("protonet-flip-28k-trainval-bf16-s1", 1, True, 60),
         ("protonet-flip-16k-trainval-bf16-120way", 0, True, 120),
         ("protonet-flip-16k-trainval-bf16-120way-s1", 1, True, 120),
+        ("protonet-flip-16k-trainval-bf16-11query", 0, True, 60),
+        ("protonet-flip-16k-trainval-bf16", 0, True, 60),
+        ("protonet-flip-16k-trainval-bf16-s1", 1, True, 60),
     ):
         cfg = OmegaConf.load(tmp_path / run / "config.yaml")
         assert (cfg.learner, cfg.train.seed, cfg.data.reflections) == ("protonet", seed, True)

@@ -354,6 +354,16 @@ for seed in 0 1; do
   train protonet-flip-16k-trainval-bf16-120way$suffix protonet protonet data.reflections=true train.steps=16000 \
     train.val_every=4000 "$TRAINVAL" train.bf16=true task.n_way=120 train.seed=$seed
 done
+# Session 41. The same 720 images a step as 60 classes with 11 queries each instead of 120 with 5 (about
+# 4.4 steps a second alone here), and the exact control of both and of the 120-way runs: 60-way, 5 queries,
+# 16,000 bf16 steps, seeds 0 and 1.
+train protonet-flip-16k-trainval-bf16-11query protonet protonet data.reflections=true train.steps=16000 \
+  train.val_every=4000 "$TRAINVAL" train.bf16=true task.q_query=11
+for seed in 0 1; do
+  suffix=$([[ $seed == 0 ]] || echo "-s$seed")
+  train protonet-flip-16k-trainval-bf16$suffix protonet protonet data.reflections=true train.steps=16000 \
+    train.val_every=4000 "$TRAINVAL" train.bf16=true train.seed=$seed
+done
 python "$EXP/train_runs.py" "$QUEUE" "$OUT/timings.tsv"
 [[ $TRAIN_ONLY == 1 ]] && { echo "training done: $OUT"; exit 0; }
 
@@ -380,7 +390,8 @@ declare -A VIEWS=([protonet-flip]=16 [protonet-flip-w128]=16 [protonet-flip-5k]=
                   [protonet-flip-10k-trainval-s1]=16 [protonet-flip-16k-trainval]=16
                   [protonet-flip-5k-trainval-bf16]=16 [protonet-flip-28k-trainval-bf16]=16
                   [protonet-flip-28k-trainval-bf16-s1]=16 [protonet-flip-16k-trainval-bf16-120way]=16
-                  [protonet-flip-16k-trainval-bf16-120way-s1]=16)
+                  [protonet-flip-16k-trainval-bf16-120way-s1]=16 [protonet-flip-16k-trainval-bf16-11query]=16
+                  [protonet-flip-16k-trainval-bf16]=16 [protonet-flip-16k-trainval-bf16-s1]=16)
 # Transductive rounds chosen on the validation characters (session 26; README): these runs are also
 # scored as <run>-refine<R> and <run>-<V>views-refine<R>, their class means refined with each
 # episode's unlabelled queries by R rounds of soft k-means.
@@ -413,7 +424,8 @@ declare -A CHECKPOINT=([protonet-flip-trainval]=last.pt [protonet-flip-5k-trainv
                        [protonet-flip-10k-trainval-s1]=last.pt [protonet-flip-16k-trainval]=last.pt
                        [protonet-flip-5k-trainval-bf16]=last.pt [protonet-flip-28k-trainval-bf16]=last.pt
                        [protonet-flip-28k-trainval-bf16-s1]=last.pt [protonet-flip-16k-trainval-bf16-120way]=last.pt
-                       [protonet-flip-16k-trainval-bf16-120way-s1]=last.pt)
+                       [protonet-flip-16k-trainval-bf16-120way-s1]=last.pt [protonet-flip-16k-trainval-bf16-11query]=last.pt
+                       [protonet-flip-16k-trainval-bf16]=last.pt [protonet-flip-16k-trainval-bf16-s1]=last.pt)
 declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml20-pretrained]=maml
                  [protonet-flip]=protonet [protonet-flip-elastic]=protonet [protonet5-flip]=protonet
                  [protomaml-protonet-flip]=fomaml [protonet-flip-w128]=protonet
@@ -457,7 +469,8 @@ declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml
                  [protonet-flip-10k-trainval-s1]=protonet [protonet-flip-16k-trainval]=protonet
                  [protonet-flip-5k-trainval-bf16]=protonet [protonet-flip-28k-trainval-bf16]=protonet
                  [protonet-flip-28k-trainval-bf16-s1]=protonet [protonet-flip-16k-trainval-bf16-120way]=protonet
-                 [protonet-flip-16k-trainval-bf16-120way-s1]=protonet)  # the learner of runs not named after theirs
+                 [protonet-flip-16k-trainval-bf16-120way-s1]=protonet [protonet-flip-16k-trainval-bf16-11query]=protonet
+                 [protonet-flip-16k-trainval-bf16]=protonet [protonet-flip-16k-trainval-bf16-s1]=protonet)  # the learner of runs not named after theirs
 candidates=()
 for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained protomaml-pretrained protomaml-protonet \
            reptile reptile-pretrained protonet protonet-pretrained protonet-flip protomaml-protonet-flip \
@@ -487,7 +500,8 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
            reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2-s1 protonet-flip-5k-trainval-distill-x2 \
            protonet-flip-10k-trainval protonet-flip-10k-trainval-s1 protonet-flip-16k-trainval \
            protonet-flip-5k-trainval-bf16 protonet-flip-28k-trainval-bf16 protonet-flip-28k-trainval-bf16-s1 \
-           protonet-flip-16k-trainval-bf16-120way protonet-flip-16k-trainval-bf16-120way-s1; do
+           protonet-flip-16k-trainval-bf16-120way protonet-flip-16k-trainval-bf16-120way-s1 \
+           protonet-flip-16k-trainval-bf16-11query protonet-flip-16k-trainval-bf16 protonet-flip-16k-trainval-bf16-s1; do
   checkpoint=${CHECKPOINT[$run]:-best.pt}
   [[ -f "$OUT/$run/$checkpoint" ]] || continue
   kind=${KIND[$run]:-${run%-pretrained}}
@@ -520,11 +534,12 @@ seed_pair() {  # seed_pair <run>: <run> and <run>-s1 as one (<run>-x2), with and
   [[ -f $a && -f $b ]] || return 0
   candidates+=("$1-x2=protonet:$a+$b" "$1-x2-16views=protonet:$a+$b@views=16")
 }
-# The two seeds as one of the 10,000-step runs (session 38), the 28,000-step bf16 runs (session 39) and
-# the 120-way runs (session 40).
+# The two seeds as one of the 10,000-step runs (session 38), the 28,000-step bf16 runs (session 39), the
+# 120-way runs (session 40) and the 60-way 16,000-step bf16 runs (session 41).
 seed_pair protonet-flip-10k-trainval
 seed_pair protonet-flip-28k-trainval-bf16
 seed_pair protonet-flip-16k-trainval-bf16-120way
+seed_pair protonet-flip-16k-trainval-bf16
 if [[ -f "$OUT/pretrain/best.pt" ]]; then
   # full fine-tuning at the default backbone lr (0.001) and at the one chosen on the validation
   # characters (0.0001, 20-way 5-shot; README), where no episode collapses to chance
