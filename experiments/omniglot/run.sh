@@ -385,13 +385,7 @@ declare -A TEST_STEPS=([maml]=10 [maml-pretrained]=10 [maml-pretrained-flip]=10 
 declare -A VIEWS=([protonet-flip]=16 [protonet-flip-w128]=16 [protonet-flip-5k]=16 [protonet-flip-trainval]=16
                   [protonet-flip-5k-trainval]=16 [protonet-flip-5k-trainval-s1]=16 [protonet-flip-5k-trainval-s2]=16
                   [protonet-flip-nopool]=16 [protonet-flip-5k-trainval-nopool]=16
-                  [protonet-flip-5k-trainval-distill]=16 [protonet-flip-5k-trainval-distill-s1]=16
-                  [protonet-flip-5k-trainval-distill-x2]=16 [protonet-flip-10k-trainval]=16
-                  [protonet-flip-10k-trainval-s1]=16 [protonet-flip-16k-trainval]=16
-                  [protonet-flip-5k-trainval-bf16]=16 [protonet-flip-28k-trainval-bf16]=16
-                  [protonet-flip-28k-trainval-bf16-s1]=16 [protonet-flip-16k-trainval-bf16-120way]=16
-                  [protonet-flip-16k-trainval-bf16-120way-s1]=16 [protonet-flip-16k-trainval-bf16-11query]=16
-                  [protonet-flip-16k-trainval-bf16]=16 [protonet-flip-16k-trainval-bf16-s1]=16)
+                  [protonet-flip-5k-trainval-distill]=16 [protonet-flip-5k-trainval-distill-s1]=16)
 # Transductive rounds chosen on the validation characters (session 26; README): these runs are also
 # scored as <run>-refine<R> and <run>-<V>views-refine<R>, their class means refined with each
 # episode's unlabelled queries by R rounds of soft k-means.
@@ -419,13 +413,7 @@ declare -A CHECKPOINT=([protonet-flip-trainval]=last.pt [protonet-flip-5k-trainv
                        [metasgd-zero-rates1e-3-protonet-flip-5k-trainval]=last.pt
                        [metasgd-zero-rates1e-3-protonet-flip-5k-trainval-s1]=last.pt
                        [protomaml-protonet-flip-5k-trainval-init]=last.pt
-                       [protonet-flip-5k-trainval-distill]=last.pt [protonet-flip-5k-trainval-distill-s1]=last.pt
-                       [protonet-flip-5k-trainval-distill-x2]=last.pt [protonet-flip-10k-trainval]=last.pt
-                       [protonet-flip-10k-trainval-s1]=last.pt [protonet-flip-16k-trainval]=last.pt
-                       [protonet-flip-5k-trainval-bf16]=last.pt [protonet-flip-28k-trainval-bf16]=last.pt
-                       [protonet-flip-28k-trainval-bf16-s1]=last.pt [protonet-flip-16k-trainval-bf16-120way]=last.pt
-                       [protonet-flip-16k-trainval-bf16-120way-s1]=last.pt [protonet-flip-16k-trainval-bf16-11query]=last.pt
-                       [protonet-flip-16k-trainval-bf16]=last.pt [protonet-flip-16k-trainval-bf16-s1]=last.pt)
+                       [protonet-flip-5k-trainval-distill]=last.pt [protonet-flip-5k-trainval-distill-s1]=last.pt)
 declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml20-pretrained]=maml
                  [protonet-flip]=protonet [protonet-flip-elastic]=protonet [protonet5-flip]=protonet
                  [protomaml-protonet-flip]=fomaml [protonet-flip-w128]=protonet
@@ -464,13 +452,17 @@ declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml
                  [metasgd-zero-min0-pretrained-flip]=metasgd [metasgd-zero-10steps-pretrained-flip]=metasgd
                  [metasgd-zero-min0-pretrained-flip-s1]=metasgd [protonet-flip-5k-trainval-distill]=protonet
                  [protonet-flip-5k-trainval-distill-s1]=protonet
-                 [reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2-s1]=reptile
-                 [protonet-flip-5k-trainval-distill-x2]=protonet [protonet-flip-10k-trainval]=protonet
-                 [protonet-flip-10k-trainval-s1]=protonet [protonet-flip-16k-trainval]=protonet
-                 [protonet-flip-5k-trainval-bf16]=protonet [protonet-flip-28k-trainval-bf16]=protonet
-                 [protonet-flip-28k-trainval-bf16-s1]=protonet [protonet-flip-16k-trainval-bf16-120way]=protonet
-                 [protonet-flip-16k-trainval-bf16-120way-s1]=protonet [protonet-flip-16k-trainval-bf16-11query]=protonet
-                 [protonet-flip-16k-trainval-bf16]=protonet [protonet-flip-16k-trainval-bf16-s1]=protonet)  # the learner of runs not named after theirs
+                 [reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2-s1]=reptile)  # the learner of runs not named after theirs
+# The ProtoNet runs of sessions 37 to 41 whose last.pt is scored, as trained and with 16 views: each
+# is named once here (and in its train line), and they close the list of runs below.
+LAST_PROTONETS=(protonet-flip-5k-trainval-distill-x2 protonet-flip-10k-trainval protonet-flip-10k-trainval-s1
+                protonet-flip-16k-trainval protonet-flip-5k-trainval-bf16 protonet-flip-28k-trainval-bf16
+                protonet-flip-28k-trainval-bf16-s1 protonet-flip-16k-trainval-bf16-120way
+                protonet-flip-16k-trainval-bf16-120way-s1 protonet-flip-16k-trainval-bf16-11query
+                protonet-flip-16k-trainval-bf16 protonet-flip-16k-trainval-bf16-s1)
+for run in "${LAST_PROTONETS[@]}"; do
+  VIEWS[$run]=16 CHECKPOINT[$run]=last.pt KIND[$run]=protonet
+done
 candidates=()
 for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained protomaml-pretrained protomaml-protonet \
            reptile reptile-pretrained protonet protonet-pretrained protonet-flip protomaml-protonet-flip \
@@ -497,11 +489,7 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
            metasgd-zero-rates1e-3-protonet-flip-5k-trainval-s1 metasgd-zero-min0-pretrained-flip \
            metasgd-zero-10steps-pretrained-flip metasgd-zero-min0-pretrained-flip-s1 \
            protonet-flip-5k-trainval-distill protonet-flip-5k-trainval-distill-s1 \
-           reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2-s1 protonet-flip-5k-trainval-distill-x2 \
-           protonet-flip-10k-trainval protonet-flip-10k-trainval-s1 protonet-flip-16k-trainval \
-           protonet-flip-5k-trainval-bf16 protonet-flip-28k-trainval-bf16 protonet-flip-28k-trainval-bf16-s1 \
-           protonet-flip-16k-trainval-bf16-120way protonet-flip-16k-trainval-bf16-120way-s1 \
-           protonet-flip-16k-trainval-bf16-11query protonet-flip-16k-trainval-bf16 protonet-flip-16k-trainval-bf16-s1; do
+           reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2-s1 "${LAST_PROTONETS[@]}"; do
   checkpoint=${CHECKPOINT[$run]:-best.pt}
   [[ -f "$OUT/$run/$checkpoint" ]] || continue
   kind=${KIND[$run]:-${run%-pretrained}}
