@@ -22,7 +22,7 @@ from fewshot.learners import (
     SimpleShot,
     episode_accuracies,
 )
-from fewshot.models import FeatureEnsemble, ViewAveraged, build_backbone, build_model
+from fewshot.models import FeatureEnsemble, ViewAveraged, Whitened, build_backbone, build_model
 
 __version__ = "0.1.0"
 
@@ -43,6 +43,7 @@ __all__ = [
     "Setting",
     "SimpleShot",
     "ViewAveraged",
+    "Whitened",
     "build_backbone",
     "build_model",
     "compare",

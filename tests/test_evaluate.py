@@ -29,7 +29,15 @@ from fewshot.evaluation import (
 from fewshot.evaluation.partial import PartialScores
 from fewshot.evaluation.report import FILES
 from fewshot.learners.features import embed_dataset
-from fewshot.models import FeatureEnsemble, build_backbone, build_model
+from fewshot.models import (
+    FeatureEnsemble,
+    ViewAveraged,
+    Whitened,
+    build_backbone,
+    build_model,
+    within_class_whitening,
+)
+from fewshot.train import load_splits
 from fewshot.train import main as train_main
 
 compare_module = importlib.import_module("fewshot.evaluation.compare")  # not the function of that name
@@ -335,6 +343,10 @@ def test_report_files_are_complete_and_parseable(small_synthetic, tmp_path):
         ("protonet:runs/x@views=2@views=3", "give @views=<n> once"),
         ("simpleshot:runs/x@refine=1", "refines ProtoNet's class means, so it applies to protonet only"),
         ("protonet:runs/x@refine=-1", "n a positive integer, not '-1'"),
+        ("simpleshot:runs/x@whiten=1", "whitens ProtoNet's features, so it applies to protonet only"),
+        ("protonet:runs/x@whiten=0", "s a positive number \\(e.g. 1\\), not '0'"),
+        ("protonet:runs/x@whiten=nan", "s a positive number \\(e.g. 1\\), not 'nan'"),
+        ("protonet:runs/x@whiten=1@whiten=2", "give @whiten=<s> once"),
         ("maml:runs/a+runs/b", "an ensemble of ProtoNets' features, so only protonet takes them"),
         ("protonet:runs/a+", "an empty checkpoint around \\+"),
     ],
@@ -365,7 +377,9 @@ def test_method_specs_parse():
     assert (spec.label, spec.views, spec.adapt) == ("probe8", 8, (("finetune.epochs", 5),))
     assert parse_method("protonet:runs/p").views == 1
     spec = parse_method("protonet:runs/p@views=4@refine=2")
-    assert (spec.views, spec.refine, spec.adapt) == (4, 2, ())
+    assert (spec.views, spec.refine, spec.adapt, spec.whiten) == (4, 2, (), 0.0)
+    spec = parse_method("protonet:runs/p@views=4@whiten=0.5")
+    assert (spec.views, spec.refine, spec.adapt, spec.whiten) == (4, 0, (), 0.5)
     spec = parse_method("protonet:runs/a+runs/b+runs/c@views=4")
     assert (str(spec.checkpoint), spec.members, spec.views) == ("runs/a", (Path("runs/b"), Path("runs/c")), 4)
     assert parse_method("protonet:runs/a").members == ()
@@ -555,6 +569,43 @@ def test_views_average_frozen_features_and_are_part_of_a_method(runs, tmp_path):
         _evaluate(tmp_path, f"methods=[{spec}]", "name=b", f"reuse=[{tmp_path}/a]")
         assert json.loads((tmp_path / "b" / "report.json").read_text())["reused"].get("5w1s", {}) == reused
         shutil.rmtree(tmp_path / "b")
+
+
+def test_whitening_is_fitted_on_the_runs_own_base_classes_and_is_part_of_a_method(runs, tmp_path):
+    ctx = BuildContext(1, 28, "conv4", OmegaConf.create({}), seed=0)
+    run = f"{runs}/protonet"
+    viewed = build_method(parse_method(f"protonet:{run}@views=2"), ctx)
+    whitened = build_method(parse_method(f"protonet:{run}@views=2@whiten=0.5"), ctx)
+    assert isinstance(whitened.backbone, Whitened) and isinstance(whitened.backbone.backbone, ViewAveraged)
+    # by hand: the run's base classes from its own split.json, the view-averaged features of their images
+    data = OmegaConf.load(runs / "protonet" / "config.yaml").data
+    data.split.manifest = str(runs / "protonet" / "split.json")
+    base = load_splits(data, required=("base",))[0]["base"]
+    features = embed_dataset(viewed.feature_extractor(), base)
+    labels = torch.arange(base.num_classes).repeat_interleave(base.offsets.diff())
+    torch.testing.assert_close(whitened.backbone.matrix, within_class_whitening(features, labels, 0.5))
+    images = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(
+        whitened.feature_extractor()(images), viewed.feature_extractor()(images) @ whitened.backbone.matrix
+    )
+    _evaluate(tmp_path, f"methods=[w=protonet:{run}@whiten=2]", "name=a")
+    assert json.loads((tmp_path / "a" / "methods.json").read_text())["w"]["whiten"] == 2.0
+    for spec, reused in (
+        (f"w=protonet:{run}", {}),
+        (f"w=protonet:{run}@whiten=1", {}),  # another shrinkage: other predictions
+        (f"w=protonet:{run}@whiten=2", {"w": f"{tmp_path}/a"}),
+    ):
+        _evaluate(tmp_path, f"methods=[{spec}]", "name=b", f"reuse=[{tmp_path}/a]")
+        assert json.loads((tmp_path / "b" / "report.json").read_text())["reused"].get("5w1s", {}) == reused
+        shutil.rmtree(tmp_path / "b")
+    # a run whose images are no longer where it read them says so, and where it looked
+    state = torch.load(runs / "protonet" / "best.pt", weights_only=True)
+    state["config"]["data"].update(source="omniglot", root=str(tmp_path / "gone.zip"))
+    torch.save(state, tmp_path / "moved.pt")
+    with pytest.raises(
+        MethodError, match="@whiten reads the base classes of .*moved.pt.* from its data.root"
+    ):
+        build_method(parse_method(f"protonet:{tmp_path}/moved.pt@whiten=1"), ctx)
 
 
 def test_an_ensemble_of_protonets_adds_its_members_logits_and_is_a_method_of_its_own(

@@ -22,13 +22,16 @@ rest). Methods that see images only through frozen features (``protonet``, ``sim
 fixed affine copies of it (test-time augmentation, :class:`fewshot.models.views.ViewAveraged`).
 A ``protonet`` run also takes ``@refine=<R>``: R rounds of soft k-means refine its class means
 with the episode's unlabelled queries (transductive inference,
-:func:`fewshot.learners.protonet.refined_prototypes`). Everything is checked before any
-episode runs.
+:func:`fewshot.learners.protonet.refined_prototypes`), and ``@whiten=<s>``: its features (after
+any views) whitened by the within-class covariance of the run's own base classes, as drawn (no
+rotated or mirrored copies), shrunk towards the identity by ``s`` times its mean variance
+(:func:`fewshot.models.whiten.within_class_whitening`); the images are read from the run's
+``data.root``. Everything is checked before any episode runs.
 
 A ``protonet`` spec may name several runs joined by ``+``, ``protonet:runs/a+runs/b``: an
 ensemble, each image's features from every run side by side
 (:class:`fewshot.models.FeatureEnsemble`), so its logits are the sum of the runs' own;
-``@views`` and ``@refine`` then apply to the ensemble.
+``@views``, ``@refine`` and ``@whiten`` (with the first run's base classes) then apply to the ensemble.
 """
 
 from __future__ import annotations
@@ -46,7 +49,14 @@ from omegaconf import DictConfig, OmegaConf
 from fewshot.data import ImageSet, load_manifest
 from fewshot.learners import FineTune, Learner, SimpleShot
 from fewshot.learners.features import embed, embed_dataset
-from fewshot.models import FeatureEnsemble, ViewAveraged, build_backbone, load_backbone_weights
+from fewshot.models import (
+    FeatureEnsemble,
+    ViewAveraged,
+    Whitened,
+    build_backbone,
+    load_backbone_weights,
+    within_class_whitening,
+)
 
 RUN_KINDS = {
     "maml": ("maml", "fomaml"),  # test-time adaptation is the same for either order
@@ -76,7 +86,8 @@ class MethodError(ValueError):
 class MethodSpec:
     """A parsed spec; ``freeze_blocks`` for ``finetune-freeze<L>``, ``adapt`` from ``@key=value``,
     ``views`` from ``@views=<V>`` (1: the image alone), ``refine`` from ``@refine=<R>`` (0:
-    inductive), ``members`` the runs after the first of a ``protonet:a+b`` ensemble."""
+    inductive), ``members`` the runs after the first of a ``protonet:a+b`` ensemble, ``whiten``
+    the shrinkage of ``@whiten=<s>`` (0: features as they are)."""
 
     label: str
     kind: str
@@ -86,6 +97,7 @@ class MethodSpec:
     views: int = 1
     refine: int = 0
     members: tuple[Path, ...] = ()
+    whiten: float = 0.0
 
     @property
     def is_finetune(self) -> bool:
@@ -135,7 +147,10 @@ def parse_method(text: str) -> MethodSpec:
         raise MethodError(f"method {text!r}: an empty checkpoint around +; write protonet:runs/a+runs/b")
     views = [c for c in changes if c.partition("=")[0] == "views"]
     refine = [c for c in changes if c.partition("=")[0] == "refine"]
-    adapt = tuple(_parse_adapt(text, kind, change) for change in changes if change not in views + refine)
+    whiten = [c for c in changes if c.partition("=")[0] == "whiten"]
+    adapt = tuple(
+        _parse_adapt(text, kind, change) for change in changes if change not in views + refine + whiten
+    )
     default_label = (f"{kind}:{path}" if path else kind) + "".join(f"@{c}" for c in changes)
     n_views = (
         _parse_count(
@@ -160,6 +175,7 @@ def parse_method(text: str) -> MethodSpec:
         n_views,
         n_refine,
         tuple(Path(m) for m in members),
+        _parse_shrink(text, kind, whiten) if whiten else 0.0,
     )
 
 
@@ -175,6 +191,24 @@ def _parse_count(text: str, kind: str, given: list[str], kinds: tuple[str, ...],
     return int(value)
 
 
+def _parse_shrink(text: str, kind: str, given: list[str]) -> float:
+    """The positive shrinkage of a spec's ``@whiten=<s>`` (``given``: each time it appears)."""
+    if kind != "protonet":
+        raise MethodError(
+            f"method {text!r}: @whiten=<s> whitens ProtoNet's features, so it applies to protonet only"
+        )
+    value = given[-1].partition("=")[2]
+    try:
+        shrink = float(value)
+    except ValueError:
+        shrink = 0.0
+    if len(given) > 1 or not 0 < shrink < float("inf"):
+        raise MethodError(
+            f"method {text!r}: give @whiten=<s> once, s a positive number (e.g. 1), not {value!r}"
+        )
+    return shrink
+
+
 def _parse_adapt(text: str, kind: str, change: str) -> tuple[str, int | float]:
     """One ``key=value`` of a spec's ``@`` part: a change to a run's test-time adaptation, or to
     a fine-tuning baseline's schedule."""
@@ -186,7 +220,7 @@ def _parse_adapt(text: str, kind: str, change: str) -> tuple[str, int | float]:
         raise MethodError(
             f"method {text!r}: only runs that adapt by gradient steps ({', '.join(STEPPED_KINDS)}) and "
             f"the fine-tuning baselines take @key=value changes ({', '.join(VIEW_KINDS)} take @views=<V>, "
-            "protonet also @refine=<R>); "
+            "protonet also @refine=<R> and @whiten=<s>); "
             "scratch takes finetune.<key>=... for the evaluation"
         )
     key, sep, value = change.partition("=")
@@ -250,6 +284,8 @@ def build_method(spec: MethodSpec, ctx: BuildContext) -> Learner:
             learner.backbone = ViewAveraged(learner.backbone, spec.views, ctx.seed)
         if spec.refine:  # the same
             learner.refine_steps = spec.refine
+        if spec.whiten:  # the same
+            learner.backbone = _whitened(learner.backbone, spec, path, config, ctx.device)
     else:
         name = config["model"]["backbone"] if config else ctx.backbone
         backbone = build_backbone(name, ctx.channels, ctx.image_size)
@@ -341,6 +377,28 @@ def _from_run(spec: MethodSpec, path: Path, state: Any, config: dict | None, ctx
             "data (data.image_size, data.channels)"
         ) from None
     return learner
+
+
+def _whitened(
+    backbone: torch.nn.Module, spec: MethodSpec, path: Path, config: dict, device: torch.device
+) -> Whitened:
+    """``backbone`` whitened by the within-class covariance of its run's base classes as drawn."""
+    from fewshot.train import load_splits  # the training recipe owns how a run's data is read
+
+    data = OmegaConf.create(config["data"])
+    if (path.parent / "split.json").is_file():
+        data.split.manifest = str(path.parent / "split.json")
+    data.rotations = data.reflections = False  # the characters as drawn, as the evaluated ones are
+    try:
+        base = load_splits(data, required=("base",))[0]["base"]
+    except (OSError, ValueError) as err:  # ConfigError is a ValueError
+        raise MethodError(
+            f"method {spec.label!r}: @whiten reads the base classes of {str(path)!r} from its data.root "
+            f"{data.get('root')!r}, and could not: {err}"
+        ) from None
+    features = embed_dataset(functools.partial(embed, backbone), base, device)
+    labels = torch.repeat_interleave(torch.arange(base.num_classes), base.offsets.diff()).to(device)
+    return Whitened(backbone, within_class_whitening(features, labels, spec.whiten))
 
 
 def _check_unseen(spec: MethodSpec, path: Path, evaluated: ImageSet) -> None:

@@ -45,8 +45,8 @@ class Reused:
 
 def method_records(specs: list[MethodSpec]) -> dict[str, dict[str, Any]]:
     """What identifies each method's predictions: kind, frozen blocks, checkpoint and its SHA-256,
-    and the changes to its test-time adaptation, its averaged views, its refinement rounds and
-    the other runs of an ensemble (only where there are some)."""
+    and the changes to its test-time adaptation, its averaged views, its refinement rounds, its
+    whitening and the other runs of an ensemble (only where there are some)."""
     records = {}
     for spec in specs:
         path = resolve_checkpoint(spec.checkpoint) if spec.checkpoint is not None else None
@@ -65,6 +65,8 @@ def method_records(specs: list[MethodSpec]) -> dict[str, dict[str, Any]]:
             records[spec.label]["views"] = spec.views
         if spec.refine:
             records[spec.label]["refine"] = spec.refine
+        if spec.whiten:
+            records[spec.label]["whiten"] = spec.whiten
     return records
 
 

@@ -1,6 +1,6 @@
 """Networks: backbones (Conv-4, ResNet-12, torchvision ResNets), the N-way classifier, a
-backbone whose features are averaged over fixed affine views of each image, and several
-backbones' features side by side."""
+backbone whose features are averaged over fixed affine views of each image, several
+backbones' features side by side, and features whitened by known classes' within-class spread."""
 
 from fewshot.models.backbones import Conv4, ResNet12, TorchvisionBackbone, channels_last
 from fewshot.models.classifier import (
@@ -14,6 +14,7 @@ from fewshot.models.classifier import (
 )
 from fewshot.models.ensemble import FeatureEnsemble
 from fewshot.models.views import ViewAveraged
+from fewshot.models.whiten import Whitened, within_class_whitening
 
 __all__ = [
     "BACKBONES",
@@ -25,8 +26,10 @@ __all__ = [
     "ResNet12",
     "TorchvisionBackbone",
     "ViewAveraged",
+    "Whitened",
     "build_backbone",
     "channels_last",
     "build_model",
     "load_backbone_weights",
+    "within_class_whitening",
 ]
