@@ -30,7 +30,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     )
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 163
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 168
     assert {
         "maml-10steps",
         "maml-pretrained-10steps",
@@ -117,6 +117,10 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "protonet-flip-16k-trainval-bf16-16views",
         "protonet-flip-16k-trainval-bf16-s1-16views",
         "protonet-flip-16k-trainval-bf16-x2-16views",
+        "protonet-flip-bf16-16views",
+        "protonet-flip-bf16-16views-whiten0.3",
+        "protonet-flip-16k-trainval-bf16-16views-whiten0.3",
+        "protonet-flip-16k-trainval-bf16-s1-16views-whiten0.3",
     } <= set(report["methods"])
     # the -flip runs train on 8 classes per character (rotations and mirror images), the others on 4
     for run in ("pretrain", "protonet", "protomaml-protonet", "maml-pretrained"):
@@ -308,6 +312,23 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         assert ensemble["checkpoint"] == methods["protonet-flip-5k-trainval"]["checkpoint"]
         expected = [methods[f"protonet-flip-5k-trainval{s}"]["checkpoint"] for s in seeds]
         assert [m["checkpoint"] for m in ensemble["members"]] == expected
+    # session 42's whitened features: views first, the shrinkage chosen on protonet-flip-bf16's held-out
+    # characters (that run trains in bf16 on 116 characters, and validates on the other 20)
+    for run, checkpoint in (
+        ("protonet-flip-bf16", "best.pt"),
+        ("protonet-flip-16k-trainval-bf16", "last.pt"),
+        ("protonet-flip-16k-trainval-bf16-s1", "last.pt"),
+    ):
+        whitened = methods[f"{run}-16views-whiten0.3"]
+        assert (whitened["views"], whitened["whiten"], whitened["checkpoint"]) == (
+            16,
+            0.3,
+            str(tmp_path / run / checkpoint),
+        )
+        assert "whiten" not in methods[f"{run}-16views"]
+    valnet = OmegaConf.load(tmp_path / "protonet-flip-bf16" / "config.yaml")
+    assert (valnet.train.bf16, valnet.data.reflections, valnet.task.n_way) == (True, True, 60)
+    assert valnet.data.split.manifest == str(tmp_path / "small1_split.json")
     # runs that validate on held-out characters are scored at their best checkpoint
     for run in (
         "protonet-flip-5k",

@@ -364,6 +364,9 @@ for seed in 0 1; do
   train protonet-flip-16k-trainval-bf16$suffix protonet protonet data.reflections=true train.steps=16000 \
     train.val_every=4000 "$TRAINVAL" train.bf16=true train.seed=$seed
 done
+# Session 42. protonet-flip in bf16 (3,000 steps, 20 characters held out): the network on whose held-out
+# characters a test-time transform of the features is chosen (README), as views and refinement were.
+train protonet-flip-bf16 protonet protonet data.reflections=true train.bf16=true
 python "$EXP/train_runs.py" "$QUEUE" "$OUT/timings.tsv"
 [[ $TRAIN_ONLY == 1 ]] && { echo "training done: $OUT"; exit 0; }
 
@@ -382,7 +385,7 @@ declare -A TEST_STEPS=([maml]=10 [maml-pretrained]=10 [maml-pretrained-flip]=10 
                          [metasgd-zero-10steps-pretrained-flip]=10)
 # Test-time views chosen on the validation characters (session 22; README): these runs are also
 # scored as <run>-<V>views, each image's features averaged over it and V - 1 affine copies.
-declare -A VIEWS=([protonet-flip]=16 [protonet-flip-w128]=16 [protonet-flip-5k]=16 [protonet-flip-trainval]=16
+declare -A VIEWS=([protonet-flip]=16 [protonet-flip-bf16]=16 [protonet-flip-w128]=16 [protonet-flip-5k]=16 [protonet-flip-trainval]=16
                   [protonet-flip-5k-trainval]=16 [protonet-flip-5k-trainval-s1]=16 [protonet-flip-5k-trainval-s2]=16
                   [protonet-flip-nopool]=16 [protonet-flip-5k-trainval-nopool]=16
                   [protonet-flip-5k-trainval-distill]=16 [protonet-flip-5k-trainval-distill-s1]=16)
@@ -391,6 +394,11 @@ declare -A VIEWS=([protonet-flip]=16 [protonet-flip-w128]=16 [protonet-flip-5k]=
 # episode's unlabelled queries by R rounds of soft k-means.
 declare -A REFINE=([protonet-flip]=2 [protonet-flip-5k-trainval]=2 [protonet-flip-nopool]=2
                    [protonet-flip-5k-trainval-nopool]=2)
+# Whitening chosen on the validation characters (session 42; README): these runs are also scored as
+# <run>-<V>views-whiten<s>, their view-averaged features whitened by the within-class covariance of their
+# own base characters, shrunk towards the identity by s times its mean variance.
+declare -A WHITEN=([protonet-flip-bf16]=0.3 [protonet-flip-16k-trainval-bf16]=0.3
+                   [protonet-flip-16k-trainval-bf16-s1]=0.3)
 # The checkpoint scored, where it is not the best on validation.
 declare -A CHECKPOINT=([protonet-flip-trainval]=last.pt [protonet-flip-5k-trainval]=last.pt
                        [protonet-flip-5k-trainval-s1]=last.pt [protonet-flip-5k-trainval-s2]=last.pt
@@ -415,7 +423,7 @@ declare -A CHECKPOINT=([protonet-flip-trainval]=last.pt [protonet-flip-5k-trainv
                        [protomaml-protonet-flip-5k-trainval-init]=last.pt
                        [protonet-flip-5k-trainval-distill]=last.pt [protonet-flip-5k-trainval-distill-s1]=last.pt)
 declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml20-pretrained]=maml
-                 [protonet-flip]=protonet [protonet-flip-elastic]=protonet [protonet5-flip]=protonet
+                 [protonet-flip]=protonet [protonet-flip-bf16]=protonet [protonet-flip-elastic]=protonet [protonet5-flip]=protonet
                  [protomaml-protonet-flip]=fomaml [protonet-flip-w128]=protonet
                  [protomaml2-protonet-flip]=maml [maml-pretrained-flip]=maml [protonet-flip-5k]=protonet
                  [protonet-flip-trainval]=protonet [protonet-flip-5k-trainval]=protonet
@@ -489,7 +497,7 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
            metasgd-zero-rates1e-3-protonet-flip-5k-trainval-s1 metasgd-zero-min0-pretrained-flip \
            metasgd-zero-10steps-pretrained-flip metasgd-zero-min0-pretrained-flip-s1 \
            protonet-flip-5k-trainval-distill protonet-flip-5k-trainval-distill-s1 \
-           reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2-s1 "${LAST_PROTONETS[@]}"; do
+           reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2-s1 "${LAST_PROTONETS[@]}" protonet-flip-bf16; do
   checkpoint=${CHECKPOINT[$run]:-best.pt}
   [[ -f "$OUT/$run/$checkpoint" ]] || continue
   kind=${KIND[$run]:-${run%-pretrained}}
@@ -503,6 +511,8 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
   refine=${REFINE[$run]:-}
   [[ -n $refine ]] && candidates+=("$run-refine$refine=$kind:$source@refine=$refine")
   [[ -n $refine && -n $views ]] && candidates+=("$run-${views}views-refine$refine=$kind:$source@views=$views@refine=$refine")
+  whiten=${WHITEN[$run]:-}
+  [[ -n $whiten ]] && candidates+=("$run-${views}views-whiten$whiten=$kind:$source@views=$views@whiten=$whiten")
 done
 # Two and three seeds of protonet-flip-5k-trainval as one ProtoNet (session 27): each image's
 # features from every network side by side, so the logits are the sum of the runs' own; with the
