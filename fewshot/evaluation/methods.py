@@ -397,7 +397,7 @@ def _whitened(
             f"{data.get('root')!r}, and could not: {err}"
         ) from None
     features = embed_dataset(functools.partial(embed, backbone), base, device)
-    labels = torch.repeat_interleave(torch.arange(base.num_classes), base.offsets.diff()).to(device)
+    labels = torch.arange(base.num_classes).repeat_interleave(base.counts).to(device)
     return Whitened(backbone, within_class_whitening(features, labels, spec.whiten))
 
 
