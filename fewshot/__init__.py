@@ -22,7 +22,14 @@ from fewshot.learners import (
     SimpleShot,
     episode_accuracies,
 )
-from fewshot.models import FeatureEnsemble, ViewAveraged, Whitened, build_backbone, build_model
+from fewshot.models import (
+    FeatureEnsemble,
+    SupportWhitening,
+    ViewAveraged,
+    Whitened,
+    build_backbone,
+    build_model,
+)
 
 __version__ = "0.1.0"
 
@@ -42,6 +49,7 @@ __all__ = [
     "Reptile",
     "Setting",
     "SimpleShot",
+    "SupportWhitening",
     "ViewAveraged",
     "Whitened",
     "build_backbone",

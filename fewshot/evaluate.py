@@ -38,6 +38,7 @@ from fewshot.evaluation import (
     compare,
     parse_method,
     save_report,
+    unscored,
 )
 from fewshot.evaluation.partial import PartialScores
 from fewshot.evaluation.reuse import load_reused, method_records
@@ -70,18 +71,22 @@ def evaluate(cfg: DictConfig) -> tuple[Path, Comparison]:
     channels, size = evaluated.image_shape[0], evaluated.image_shape[1]
     base = splits.get("base") if cfg.split != "base" else None
     ctx = BuildContext(channels, size, cfg.model.backbone, cfg.finetune, cfg.seed, evaluated, base, device)
-    methods = {spec.label: build_method(spec, ctx) for spec in specs}
     records = method_records(specs)
     reused = load_reused(list(cfg.reuse), cfg, manifest, records, settings)
-
+    partial = None
+    if cfg.resume:
+        _check_resumable(cfg, Path(cfg.resume), manifest, records)
+        partial = _partial(Path(cfg.resume), dist)
+    # every method with episodes to score is built (and so checked) before anything is written;
+    # one whose scores are all reused or saved needs no learner
+    pending = unscored(labels, settings, cfg.episodes, cfg.batch_episodes, reused.scores, partial)
+    methods = {spec.label: build_method(spec, ctx) if spec.label in pending else None for spec in specs}
     if cfg.resume:
         out = Path(cfg.resume)
-        _check_resumable(cfg, out, manifest, records)
     else:
         made = new_run_dir(cfg.out_dir, cfg.name or "evaluate") if dist.main else None  # rank 0 writes
         out = Path(distributed.broadcast_object(str(made), dist))
-    partial = PartialScores(out, dist.rank)  # chunks an interrupted run of it saved
-    partial.state = distributed.broadcast_object(partial.state, dist)  # every process: rank 0's view
+        partial = _partial(out, dist)
     if dist.main:
         if not cfg.resume:
             atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg))
@@ -112,6 +117,14 @@ def evaluate(cfg: DictConfig) -> tuple[Path, Comparison]:
         save_report(result, out)
         partial.remove()
     return out, result
+
+
+def _partial(out: Path, dist: distributed.Context) -> PartialScores:
+    """The chunks of episodes an interrupted run of the evaluation in ``out`` saved (rank 0's
+    view, in every process)."""
+    partial = PartialScores(out, dist.rank)
+    partial.state = distributed.broadcast_object(partial.state, dist)
+    return partial
 
 
 def _check_resumable(cfg: DictConfig, out: Path, manifest: dict, records: dict) -> None:

@@ -10,6 +10,7 @@ no SciPy; the tests check it against SciPy.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -56,8 +57,12 @@ def t_sf(x: float, df: float) -> float:
     return tail if x >= 0 else 1.0 - tail
 
 
+@functools.lru_cache(maxsize=256)
 def t_quantile(p: float, df: int) -> float:
-    """The ``p`` quantile (``0.5 <= p < 1``) of Student's t with ``df >= 1`` degrees of freedom."""
+    """The ``p`` quantile (``0.5 <= p < 1``) of Student's t with ``df >= 1`` degrees of freedom.
+
+    Cached: a report asks for the same few (``p``, ``df``) pairs thousands of times, and each
+    is a 100-step bisection."""
     if not 0.5 <= p < 1 or df < 1:
         raise ValueError(f"need 0.5 <= p < 1 and df >= 1, got p={p}, df={df}")
     lo, hi = 0.0, 1.0

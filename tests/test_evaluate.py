@@ -20,21 +20,25 @@ from fewshot.evaluate import main
 from fewshot.evaluation import (
     BuildContext,
     MethodError,
+    Scores,
     build_method,
     parse_method,
     partial,
     query_metrics,
     save_report,
+    unscored,
 )
 from fewshot.evaluation.partial import PartialScores
 from fewshot.evaluation.report import FILES
 from fewshot.learners.features import embed_dataset
 from fewshot.models import (
     FeatureEnsemble,
+    SupportWhitening,
     ViewAveraged,
     Whitened,
     build_backbone,
     build_model,
+    within_class_covariance,
     within_class_whitening,
 )
 from fewshot.train import load_splits
@@ -347,6 +351,13 @@ def test_report_files_are_complete_and_parseable(small_synthetic, tmp_path):
         ("protonet:runs/x@whiten=0", "s a positive number \\(e.g. 1\\), not '0'"),
         ("protonet:runs/x@whiten=nan", "s a positive number \\(e.g. 1\\), not 'nan'"),
         ("protonet:runs/x@whiten=1@whiten=2", "give @whiten=<s> once"),
+        (
+            "simpleshot:runs/x@prior=30",
+            "@prior=<n> whitens ProtoNet's features, so it applies to protonet only",
+        ),
+        ("protonet:runs/x@prior=30", "so give @whiten=<s> too \\(e.g. @whiten=5@prior=30\\)"),
+        ("protonet:runs/x@whiten=5@prior=-1", "n a positive number \\(e.g. 30\\), not '-1'"),
+        ("protonet:runs/x@whiten=5@prior=3@prior=4", "give @prior=<n> once"),
         ("maml:runs/a+runs/b", "an ensemble of ProtoNets' features, so only protonet takes them"),
         ("protonet:runs/a+", "an empty checkpoint around \\+"),
     ],
@@ -379,7 +390,9 @@ def test_method_specs_parse():
     spec = parse_method("protonet:runs/p@views=4@refine=2")
     assert (spec.views, spec.refine, spec.adapt, spec.whiten) == (4, 2, (), 0.0)
     spec = parse_method("protonet:runs/p@views=4@whiten=0.5")
-    assert (spec.views, spec.refine, spec.adapt, spec.whiten) == (4, 0, (), 0.5)
+    assert (spec.views, spec.refine, spec.adapt, spec.whiten, spec.prior) == (4, 0, (), 0.5, 0.0)
+    spec = parse_method("protonet:runs/p@whiten=5@prior=30@views=4")
+    assert (spec.views, spec.adapt, spec.whiten, spec.prior) == (4, (), 5.0, 30.0)
     spec = parse_method("protonet:runs/a+runs/b+runs/c@views=4")
     assert (str(spec.checkpoint), spec.members, spec.views) == ("runs/a", (Path("runs/b"), Path("runs/c")), 4)
     assert parse_method("protonet:runs/a").members == ()
@@ -588,11 +601,21 @@ def test_whitening_is_fitted_on_the_runs_own_base_classes_and_is_part_of_a_metho
     torch.testing.assert_close(
         whitened.feature_extractor()(images), viewed.feature_extractor()(images) @ whitened.backbone.matrix
     )
-    _evaluate(tmp_path, f"methods=[w=protonet:{run}@whiten=2]", "name=a")
-    assert json.loads((tmp_path / "a" / "methods.json").read_text())["w"]["whiten"] == 2.0
+    # with a prior: the backbone as it was, and each episode's matrix from the same base covariance
+    pooled = build_method(parse_method(f"protonet:{run}@views=2@whiten=0.5@prior=30"), ctx)
+    assert isinstance(pooled.backbone, ViewAveraged) and isinstance(pooled.whitening, SupportWhitening)
+    expected = SupportWhitening(within_class_covariance(features, labels), 0.5, 30)
+    torch.testing.assert_close(pooled.whitening.covariance, expected.covariance)
+    assert pooled.whitening.prior == 30
+    assert len(ctx.base_features) == 1  # the base images embedded once for both, with the same views
+    _evaluate(tmp_path, f"methods=[w=protonet:{run}@whiten=2,p=protonet:{run}@whiten=2@prior=30]", "name=a")
+    records = json.loads((tmp_path / "a" / "methods.json").read_text())
+    assert (records["w"]["whiten"], records["p"]["whiten"], records["p"]["prior"]) == (2.0, 2.0, 30.0)
+    assert "prior" not in records["w"]
     for spec, reused in (
         (f"w=protonet:{run}", {}),
         (f"w=protonet:{run}@whiten=1", {}),  # another shrinkage: other predictions
+        (f"w=protonet:{run}@whiten=2@prior=30", {}),  # pooled with each support set: others again
         (f"w=protonet:{run}@whiten=2", {"w": f"{tmp_path}/a"}),
     ):
         _evaluate(tmp_path, f"methods=[{spec}]", "name=b", f"reuse=[{tmp_path}/a]")
@@ -641,6 +664,42 @@ def test_an_ensemble_of_protonets_adds_its_members_logits_and_is_a_method_of_its
         _evaluate(tmp_path, f"methods=[{spec}]", "name=b", f"reuse=[{tmp_path}/a]")
         assert json.loads((tmp_path / "b" / "report.json").read_text())["reused"].get("5w1s", {}) == reused
         shutil.rmtree(tmp_path / "b")
+
+
+def test_methods_with_nothing_left_to_score_are_not_built(runs, small_synthetic, tmp_path, monkeypatch):
+    evaluate_module = importlib.import_module("fewshot.evaluate")
+    built, build = [], evaluate_module.build_method
+
+    def counted(spec, ctx):
+        built.append(spec.label)
+        return build(spec, ctx)
+
+    monkeypatch.setattr(evaluate_module, "build_method", counted)
+    probe = f"probe=finetune:{runs}/pretrain"
+    _evaluate(tmp_path, f"methods=[scratch,{probe}]", "name=a")
+    assert built == ["scratch", "probe"]
+    _evaluate(
+        tmp_path, f"methods=[scratch,{probe},p=protonet:{runs}/protonet]", "name=b", f"reuse=[{tmp_path}/a]"
+    )
+    assert built[2:] == ["p"]  # scratch and probe reused in every setting: not built again
+    first, again = (json.loads((tmp_path / n / "report.json").read_text()) for n in ("a", "b"))
+    assert again["results"]["5w1s"]["probe"]["accuracy"] == first["results"]["5w1s"]["probe"]["accuracy"]
+    # by hand: what compare still has to score, and a learner left out where it has some
+    scored = {
+        key: {m: v for m, v in by_label["probe"].items() if m != "seconds"}
+        for key, by_label in torch.load(tmp_path / "a" / "scores.pt", weights_only=True).items()
+    }
+    known = {"5w1s": {"probe": Scores(scored["5w1s"], 1.0)}}
+    assert unscored(["probe", "scratch"], ["5w1s"], 4, 2, known) == {"scratch"}
+    assert unscored(["probe"], ["5w1s", "10w2s"], 4, 2, known) == {"probe"}
+    saved = PartialScores(tmp_path / "c")
+    saved.record("10w2s", "probe", 0, scored["10w2s"], 1.0)
+    assert unscored(["probe"], ["5w1s", "10w2s"], 4, 4, known, saved) == set()  # one chunk of 4, saved
+    assert unscored(["probe"], ["5w1s", "10w2s"], 4, 2, known, saved) == {"probe"}  # chunk 0 is 2 now
+    with pytest.raises(ValueError, match="\\['probe'\\] have episodes left to score; give their learners"):
+        compare({"probe": None}, small_synthetic, ["5w1s", "3w2s"], q_query=2, episodes=4, known=known)
+    alone = compare({"probe": None}, small_synthetic, ["5w1s"], q_query=2, episodes=4, known=known)
+    assert torch.equal(alone.scores["5w1s"]["probe"].metrics["accuracy"], scored["5w1s"]["accuracy"])
 
 
 def test_a_killed_evaluation_resumes_in_its_own_directory(runs, tmp_path, monkeypatch, capsys):

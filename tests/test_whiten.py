@@ -1,10 +1,11 @@
-"""Within-class whitening: the matrix by its definition, and the backbone wrapper around it."""
+"""Within-class whitening: the matrix by its definition, the backbone wrapper around it, and the
+per-episode matrix that pools known classes' covariance with the support set's."""
 
 import pytest
 import torch
 
-from fewshot import Whitened, build_model
-from fewshot.models import within_class_whitening
+from fewshot import ProtoNet, SupportWhitening, Whitened, build_model
+from fewshot.models import within_class_covariance, within_class_whitening
 
 
 def _classes(n_classes=30, per_class=40, seed=0):
@@ -72,3 +73,72 @@ def test_whitened_backbone_multiplies_its_features_by_the_matrix():
     torch.testing.assert_close(whitened(images), backbone(images) @ matrix)
     with pytest.raises(ValueError, match="a 64-feature backbone needs a 64x64 matrix, got \\(32, 32\\)"):
         Whitened(backbone, torch.eye(32))
+
+
+def _scatter(features, labels):
+    """Sum of outer products of the features less their class means, class by class."""
+    residuals = torch.cat([features[labels == c] - features[labels == c].mean(0) for c in labels.unique()])
+    return residuals.T @ residuals
+
+
+def test_within_class_covariance_is_the_pooled_one():
+    features, labels = _classes()
+    torch.testing.assert_close(
+        within_class_covariance(features, labels), _within_covariance(features, labels)
+    )
+    torch.testing.assert_close(
+        within_class_covariance(features.float(), 5 * labels), _within_covariance(features, labels)
+    )
+
+
+def test_support_whitening_pools_the_prior_with_each_support_set():
+    features, labels = _classes()
+    covariance = within_class_covariance(features, labels)
+    shrink, prior = 0.5, 12.0
+    whitening = SupportWhitening(covariance, shrink, prior)
+    shrunk = covariance + shrink * torch.linalg.eigvalsh(covariance).mean() * torch.eye(
+        6, dtype=torch.float64
+    )
+    # two episodes of 3 classes with 4 images each: by hand, one at a time
+    support, support_labels = _classes(n_classes=3, per_class=4, seed=1)
+    other, _ = _classes(n_classes=3, per_class=4, seed=2)
+    batch = torch.stack((support, other))
+    matrices = whitening(batch, torch.stack((support_labels, support_labels)), n_way=3)
+    assert matrices.shape == (2, 6, 6)
+    for episode, matrix in zip(batch, matrices, strict=True):
+        pooled = (_scatter(episode, support_labels) + prior * shrunk) / (12 - 3 + prior)
+        torch.testing.assert_close(matrix, matrix.T)
+        torch.testing.assert_close(matrix @ pooled @ matrix, torch.eye(6, dtype=torch.float64))
+    assert not torch.allclose(matrices[0], matrices[1])  # each episode its own
+    # one image a class adds nothing: the known classes' matrix with the same shrinkage
+    one_shot = whitening(support[::4].float(), support_labels[::4], n_way=3)
+    assert one_shot.dtype == torch.float32
+    torch.testing.assert_close(one_shot, within_class_whitening(features, labels, shrink).float())
+    # a prior worth little leaves the support set's own spread
+    alone = SupportWhitening(covariance, shrink, 1e-9)(support, support_labels, n_way=3)
+    torch.testing.assert_close(
+        alone @ alone, torch.linalg.inv(_scatter(support, support_labels) / 9), rtol=1e-5, atol=0
+    )
+    for bad in ((0.0, 1.0), (1.0, 0.0)):
+        with pytest.raises(ValueError, match="shrink and prior must be > 0"):
+            SupportWhitening(covariance, *bad)
+
+
+def test_protonet_whitens_each_episode_with_its_own_matrix():
+    backbone = build_model("conv4", 5).backbone.eval()
+    g = torch.Generator().manual_seed(0)
+    support_x, query_x = torch.rand(2, 6, 1, 28, 28, generator=g), torch.rand(2, 5, 1, 28, 28, generator=g)
+    support_y = torch.tensor([0, 0, 1, 1, 2, 2]).expand(2, 6)
+    base = torch.randn(100, 64, generator=g, dtype=torch.float64)
+    whitening = SupportWhitening(within_class_covariance(base, torch.arange(100) % 10), 1.0, 30.0)
+    proto = ProtoNet(backbone, whitening=whitening).eval()
+    logits = proto.adapt_batch(support_x, support_y)(query_x)
+    with torch.no_grad():
+        for i in range(2):
+            support, queries = backbone(support_x[i]), backbone(query_x[i])
+            matrix = whitening(support, support_y[i], 3)
+            centres = torch.stack([(support @ matrix)[support_y[i] == c].mean(0) for c in range(3)])
+            expected = -torch.cdist(queries @ matrix, centres).pow(2)
+            torch.testing.assert_close(logits[i], expected, atol=1e-3, rtol=1e-4)
+    plain = ProtoNet(backbone).eval().adapt_batch(support_x, support_y)(query_x)
+    assert not torch.allclose(plain, logits)

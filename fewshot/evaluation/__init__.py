@@ -1,6 +1,6 @@
 """Evaluation: methods x settings on identical episodes, with paired statistics and a report."""
 
-from fewshot.evaluation.compare import Comparison, Scores, Setting, compare
+from fewshot.evaluation.compare import Comparison, Scores, Setting, compare, unscored
 from fewshot.evaluation.methods import (
     KINDS,
     BuildContext,
@@ -27,4 +27,5 @@ __all__ = [
     "parse_method",
     "query_metrics",
     "save_report",
+    "unscored",
 ]

@@ -108,8 +108,30 @@ class Comparison:
         return "better" if diff.mean > 0 else "worse"
 
 
+def unscored(
+    labels: Sequence[str],
+    settings: Sequence[Setting | str],
+    episodes: int,
+    batch_episodes: int,
+    known: Mapping[str, Mapping[str, object]] | None = None,
+    partial: PartialScores | None = None,
+) -> set[str]:
+    """The ``labels`` that :func:`compare` would still score in some setting: neither ``known``
+    there nor saved whole, every chunk, by an interrupted run (``partial``). The others need no
+    learner: an evaluation that resumes or reuses scores need not build them."""
+    chunks = _chunks(episodes, batch_episodes)
+    keys = [(s if isinstance(s, Setting) else Setting.parse(s)).key for s in settings]
+    return {
+        label
+        for label in labels
+        for key in keys
+        if label not in (known or {}).get(key, {})
+        and len(_saved_chunks(partial, key, label, chunks)) < len(chunks)
+    }
+
+
 def compare(
-    methods: Mapping[str, Learner],
+    methods: Mapping[str, Learner | None],
     dataset: ImageSet,
     settings: Sequence[Setting | str] = ("5w1s", "5w5s", "20w1s", "20w5s"),
     q_query: int = 15,
@@ -126,7 +148,8 @@ def compare(
     """Score every method on the same ``episodes`` episodes of each setting.
 
     Args:
-        methods: label -> learner (see :mod:`fewshot.evaluation.methods` to build them).
+        methods: label -> learner (see :mod:`fewshot.evaluation.methods` to build them), or
+            ``None`` for a method with nothing left to score (see :func:`unscored`).
         dataset: the classes to evaluate on (novel classes, never trained on).
         settings: ``Setting`` objects or strings like ``"5w1s"``.
         baseline: the label every other method is compared with, episode by episode.
@@ -164,10 +187,20 @@ def compare(
         for label, s in by_label.items():
             if len(s.metrics["accuracy"]) != episodes:
                 raise ValueError(f"known scores of {label!r} in {key} are not of {episodes} episodes")
-    chunks = [range(lo, min(lo + batch_episodes, episodes)) for lo in range(0, episodes, batch_episodes)]
+    chunks = _chunks(episodes, batch_episodes)
     done = {  # setting key -> label -> chunks an interrupted run of this evaluation saved
         s.key: {label: _saved_chunks(partial, s.key, label, chunks) for label in methods} for s in parsed
     }
+    unbuilt = unscored(
+        [label for label, learner in methods.items() if learner is None],
+        parsed,
+        episodes,
+        batch_episodes,
+        known,
+        partial,
+    )
+    if unbuilt:
+        raise ValueError(f"method(s) {sorted(unbuilt)} have episodes left to score; give their learners")
     mine = {  # setting key -> label -> chunks this process scores (none where the scores are known)
         s.key: {
             label: []
@@ -180,8 +213,10 @@ def compare(
     features: dict[str, torch.Tensor] = {}  # label -> features of the images its episodes draw
     for label, learner in methods.items():
         todo = {s: [i for c in mine[s.key][label] for i in chunks[c]] for s in parsed}
+        if not any(todo.values()):
+            continue
         extract = learner.feature_extractor() if embed_once else None
-        if extract is None or not any(todo.values()):
+        if extract is None:
             continue
         start = time.perf_counter()
         rows = torch.cat([samplers[s].rows(indices) for s, indices in todo.items() if indices]).unique()
@@ -226,6 +261,11 @@ def compare(
                     f"({episodes / seconds:.1f} episodes/s)"
                 )
     return Comparison(list(methods), parsed, baseline, q_query, episodes, seed, scores, dataset)
+
+
+def _chunks(episodes: int, batch_episodes: int) -> list[range]:
+    """Episodes ``0..episodes-1`` in the chunks that are adapted together and saved as they finish."""
+    return [range(lo, min(lo + batch_episodes, episodes)) for lo in range(0, episodes, batch_episodes)]
 
 
 def _saved_chunks(

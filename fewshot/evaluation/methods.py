@@ -26,12 +26,15 @@ with the episode's unlabelled queries (transductive inference,
 any views) whitened by the within-class covariance of the run's own base classes, as drawn (no
 rotated or mirrored copies), shrunk towards the identity by ``s`` times its mean variance
 (:func:`fewshot.models.whiten.within_class_whitening`); the images are read from the run's
-``data.root``. Everything is checked before any episode runs.
+``data.root``. With ``@prior=<n>`` as well, that shrunk covariance is a prior worth n degrees
+of freedom, pooled with each episode's support set's own within-class spread
+(:class:`fewshot.models.SupportWhitening`). Everything is checked before any episode runs.
 
 A ``protonet`` spec may name several runs joined by ``+``, ``protonet:runs/a+runs/b``: an
 ensemble, each image's features from every run side by side
 (:class:`fewshot.models.FeatureEnsemble`), so its logits are the sum of the runs' own;
-``@views``, ``@refine`` and ``@whiten`` (with the first run's base classes) then apply to the ensemble.
+``@views``, ``@refine``, ``@whiten`` and ``@prior`` (with the first run's base classes) then apply to
+the ensemble.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from __future__ import annotations
 import difflib
 import functools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +54,12 @@ from fewshot.learners import FineTune, Learner, SimpleShot
 from fewshot.learners.features import embed, embed_dataset
 from fewshot.models import (
     FeatureEnsemble,
+    SupportWhitening,
     ViewAveraged,
     Whitened,
     build_backbone,
     load_backbone_weights,
+    within_class_covariance,
     within_class_whitening,
 )
 
@@ -87,7 +92,8 @@ class MethodSpec:
     """A parsed spec; ``freeze_blocks`` for ``finetune-freeze<L>``, ``adapt`` from ``@key=value``,
     ``views`` from ``@views=<V>`` (1: the image alone), ``refine`` from ``@refine=<R>`` (0:
     inductive), ``members`` the runs after the first of a ``protonet:a+b`` ensemble, ``whiten``
-    the shrinkage of ``@whiten=<s>`` (0: features as they are)."""
+    the shrinkage of ``@whiten=<s>`` (0: features as they are), ``prior`` the degrees of
+    freedom of ``@prior=<n>`` (0: one matrix for every episode)."""
 
     label: str
     kind: str
@@ -98,6 +104,7 @@ class MethodSpec:
     refine: int = 0
     members: tuple[Path, ...] = ()
     whiten: float = 0.0
+    prior: float = 0.0
 
     @property
     def is_finetune(self) -> bool:
@@ -148,8 +155,11 @@ def parse_method(text: str) -> MethodSpec:
     views = [c for c in changes if c.partition("=")[0] == "views"]
     refine = [c for c in changes if c.partition("=")[0] == "refine"]
     whiten = [c for c in changes if c.partition("=")[0] == "whiten"]
+    prior = [c for c in changes if c.partition("=")[0] == "prior"]
     adapt = tuple(
-        _parse_adapt(text, kind, change) for change in changes if change not in views + refine + whiten
+        _parse_adapt(text, kind, change)
+        for change in changes
+        if change not in views + refine + whiten + prior
     )
     default_label = (f"{kind}:{path}" if path else kind) + "".join(f"@{c}" for c in changes)
     n_views = (
@@ -175,7 +185,8 @@ def parse_method(text: str) -> MethodSpec:
         n_views,
         n_refine,
         tuple(Path(m) for m in members),
-        _parse_shrink(text, kind, whiten) if whiten else 0.0,
+        _parse_positive(text, kind, whiten, "s", "1") if whiten else 0.0,
+        _parse_prior(text, kind, whiten, prior) if prior else 0.0,
     )
 
 
@@ -191,22 +202,36 @@ def _parse_count(text: str, kind: str, given: list[str], kinds: tuple[str, ...],
     return int(value)
 
 
-def _parse_shrink(text: str, kind: str, given: list[str]) -> float:
-    """The positive shrinkage of a spec's ``@whiten=<s>`` (``given``: each time it appears)."""
+def _parse_positive(text: str, kind: str, given: list[str], name: str, example: str) -> float:
+    """The positive number of a spec's ``@whiten=<s>`` or ``@prior=<n>`` (``given``: each time it
+    appears; ``name`` and ``example`` for the message)."""
+    key = given[0].partition("=")[0]
     if kind != "protonet":
         raise MethodError(
-            f"method {text!r}: @whiten=<s> whitens ProtoNet's features, so it applies to protonet only"
+            f"method {text!r}: @{key}=<{name}> whitens ProtoNet's features, so it applies to protonet only"
         )
     value = given[-1].partition("=")[2]
     try:
-        shrink = float(value)
+        number = float(value)
     except ValueError:
-        shrink = 0.0
-    if len(given) > 1 or not 0 < shrink < float("inf"):
+        number = 0.0
+    if len(given) > 1 or not 0 < number < float("inf"):
         raise MethodError(
-            f"method {text!r}: give @whiten=<s> once, s a positive number (e.g. 1), not {value!r}"
+            f"method {text!r}: give @{key}=<{name}> once, {name} a positive number (e.g. {example}), "
+            f"not {value!r}"
         )
-    return shrink
+    return number
+
+
+def _parse_prior(text: str, kind: str, whiten: list[str], given: list[str]) -> float:
+    """The degrees of freedom of a spec's ``@prior=<n>``, which needs ``@whiten=<s>``."""
+    number = _parse_positive(text, kind, given, "n", "30")
+    if not whiten:
+        raise MethodError(
+            f"method {text!r}: @prior=<n> weighs the base classes' covariance of @whiten=<s> against "
+            "each support set's, so give @whiten=<s> too (e.g. @whiten=5@prior=30)"
+        )
+    return number
 
 
 def _parse_adapt(text: str, kind: str, change: str) -> tuple[str, int | float]:
@@ -220,7 +245,7 @@ def _parse_adapt(text: str, kind: str, change: str) -> tuple[str, int | float]:
         raise MethodError(
             f"method {text!r}: only runs that adapt by gradient steps ({', '.join(STEPPED_KINDS)}) and "
             f"the fine-tuning baselines take @key=value changes ({', '.join(VIEW_KINDS)} take @views=<V>, "
-            "protonet also @refine=<R> and @whiten=<s>); "
+            "protonet also @refine=<R>, @whiten=<s> and @prior=<n>); "
             "scratch takes finetune.<key>=... for the evaluation"
         )
     key, sep, value = change.partition("=")
@@ -262,6 +287,9 @@ class BuildContext:
     evaluated: ImageSet | None = None  # classes evaluated on, checked against each run's base classes
     base: ImageSet | None = None  # base classes, for SimpleShot's mean feature
     device: torch.device = torch.device("cpu")
+    # base-class features of @whiten methods by (checkpoint, other runs, views): embedded once per
+    # evaluation, however many shrinkages or priors are scored on them
+    base_features: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False)
 
 
 def build_method(spec: MethodSpec, ctx: BuildContext) -> Learner:
@@ -285,7 +313,16 @@ def build_method(spec: MethodSpec, ctx: BuildContext) -> Learner:
         if spec.refine:  # the same
             learner.refine_steps = spec.refine
         if spec.whiten:  # the same
-            learner.backbone = _whitened(learner.backbone, spec, path, config, ctx.device)
+            key = (path, spec.members, spec.views)
+            if key not in ctx.base_features:
+                ctx.base_features[key] = _base_features(learner.backbone, spec, path, config, ctx.device)
+            features, labels = ctx.base_features[key]
+            if spec.prior:
+                covariance = within_class_covariance(features, labels)
+                learner.whitening = SupportWhitening(covariance, spec.whiten, spec.prior)
+            else:
+                matrix = within_class_whitening(features, labels, spec.whiten)
+                learner.backbone = Whitened(learner.backbone, matrix)
     else:
         name = config["model"]["backbone"] if config else ctx.backbone
         backbone = build_backbone(name, ctx.channels, ctx.image_size)
@@ -379,10 +416,10 @@ def _from_run(spec: MethodSpec, path: Path, state: Any, config: dict | None, ctx
     return learner
 
 
-def _whitened(
+def _base_features(
     backbone: torch.nn.Module, spec: MethodSpec, path: Path, config: dict, device: torch.device
-) -> Whitened:
-    """``backbone`` whitened by the within-class covariance of its run's base classes as drawn."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``backbone``'s features of its run's base classes as drawn, and their class labels."""
     from fewshot.train import load_splits  # the training recipe owns how a run's data is read
 
     data = OmegaConf.create(config["data"])
@@ -397,8 +434,7 @@ def _whitened(
             f"{data.get('root')!r}, and could not: {err}"
         ) from None
     features = embed_dataset(functools.partial(embed, backbone), base, device)
-    labels = torch.arange(base.num_classes).repeat_interleave(base.counts).to(device)
-    return Whitened(backbone, within_class_whitening(features, labels, spec.whiten))
+    return features, torch.arange(base.num_classes).repeat_interleave(base.counts).to(device)
 
 
 def _check_unseen(spec: MethodSpec, path: Path, evaluated: ImageSet) -> None:

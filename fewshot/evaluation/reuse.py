@@ -67,6 +67,8 @@ def method_records(specs: list[MethodSpec]) -> dict[str, dict[str, Any]]:
             records[spec.label]["refine"] = spec.refine
         if spec.whiten:
             records[spec.label]["whiten"] = spec.whiten
+        if spec.prior:
+            records[spec.label]["prior"] = spec.prior
     return records
 
 

@@ -13,7 +13,7 @@ from fewshot.data import Episode
 from fewshot.learners.base import BatchPredictor, Learner, MetaLearner
 from fewshot.learners.features import batch_features, embed
 from fewshot.learners.functional import cross_entropy_and_accuracy, distillation_loss
-from fewshot.models import channels_last
+from fewshot.models import SupportWhitening, channels_last
 
 
 def prototypes(features: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
@@ -67,6 +67,10 @@ class ProtoNet(MetaLearner):
     episode's queries (:func:`refined_prototypes`): transductive inference, for when the
     images to classify come as a batch of the new classes.
 
+    With a ``whitening`` (:class:`fewshot.models.SupportWhitening`), :meth:`adapt_batch` whitens
+    the features of each episode by a matrix fitted to known classes and the episode's support
+    set: still inductive, a query's prediction depends on the support set and itself alone.
+
     With a ``teacher`` (another embedding network, e.g. a trained ProtoNet's backbone),
     :meth:`meta_loss` is distillation (Hinton et al. 2015; born-again networks, Furlanello et
     al. 2018): ``(1 - w)`` times the cross-entropy with the labels plus ``w`` times
@@ -86,6 +90,7 @@ class ProtoNet(MetaLearner):
         teacher: nn.Module | None = None,
         distill_weight: float = 0.5,
         temperature: float = 4.0,
+        whitening: SupportWhitening | None = None,
     ):
         super().__init__()
         if refine_steps < 0:
@@ -96,6 +101,7 @@ class ProtoNet(MetaLearner):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.backbone, self.refine_steps = backbone, refine_steps
         self.distill_weight, self.temperature = distill_weight, temperature
+        self.whitening = whitening
         # A tuple, not a submodule: outside state_dict(), parameters() and train()/eval().
         self._teacher = () if teacher is None else (teacher.eval().requires_grad_(False),)
 
@@ -131,11 +137,17 @@ class ProtoNet(MetaLearner):
 
     def adapt_batch(self, support_x: torch.Tensor, support_y: torch.Tensor) -> BatchPredictor:
         """Prototypes from the support sets (backbone in eval mode: running BatchNorm statistics),
-        refined with each episode's queries when ``refine_steps`` > 0."""
+        whitened per episode when there is a ``whitening``, refined with each episode's queries
+        when ``refine_steps`` > 0."""
         support, n_way = batch_features(self.backbone, support_x), int(support_y.max()) + 1
+        matrix = None if self.whitening is None else self.whitening(support, support_y, n_way)
+        if matrix is not None:
+            support = support @ matrix
 
         def predict(query_x: torch.Tensor) -> torch.Tensor:
             queries = batch_features(self.backbone, query_x)
+            if matrix is not None:
+                queries = queries @ matrix
             centres = refined_prototypes(support, support_y, queries, n_way, self.refine_steps)
             return negative_squared_distances(queries, centres)
 

@@ -1,6 +1,7 @@
 """Networks: backbones (Conv-4, ResNet-12, torchvision ResNets), the N-way classifier, a
 backbone whose features are averaged over fixed affine views of each image, several
-backbones' features side by side, and features whitened by known classes' within-class spread."""
+backbones' features side by side, and features whitened by known classes' within-class spread
+(pooled with each episode's support set, if asked)."""
 
 from fewshot.models.backbones import Conv4, ResNet12, TorchvisionBackbone, channels_last
 from fewshot.models.classifier import (
@@ -14,7 +15,12 @@ from fewshot.models.classifier import (
 )
 from fewshot.models.ensemble import FeatureEnsemble
 from fewshot.models.views import ViewAveraged
-from fewshot.models.whiten import Whitened, within_class_whitening
+from fewshot.models.whiten import (
+    SupportWhitening,
+    Whitened,
+    within_class_covariance,
+    within_class_whitening,
+)
 
 __all__ = [
     "BACKBONES",
@@ -24,6 +30,7 @@ __all__ = [
     "CosineHead",
     "FeatureEnsemble",
     "ResNet12",
+    "SupportWhitening",
     "TorchvisionBackbone",
     "ViewAveraged",
     "Whitened",
@@ -31,5 +38,6 @@ __all__ = [
     "channels_last",
     "build_model",
     "load_backbone_weights",
+    "within_class_covariance",
     "within_class_whitening",
 ]

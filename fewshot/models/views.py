@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from fewshot.data.augment import affine_matrices, warp
+from fewshot.models.backbones import channels_last
 
 
 class ViewAveraged(nn.Module):
@@ -47,5 +48,5 @@ class ViewAveraged(nn.Module):
             return self.backbone(x)
         copies = x.unsqueeze(0).expand(len(self.theta), *x.shape).flatten(0, 1)
         warped = warp(copies, self.theta.repeat_interleave(len(x), 0))
-        features = self.backbone(torch.cat((x, warped)))
+        features = self.backbone(channels_last(torch.cat((x, warped))))  # warp's output is NCHW
         return features.unflatten(0, (self.views, len(x))).mean(0)

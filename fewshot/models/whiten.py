@@ -8,12 +8,48 @@ measures every direction in units of its own within-class spread; shrinking the 
 towards a multiple of the identity keeps the directions in which the known classes barely vary
 from being blown up. The matrix is fitted once on the known classes and every image goes
 through the same one, so an image's features still depend on nothing but the image.
+:class:`SupportWhitening` also lets each episode's support set, whose classes are new, show
+how they vary.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+
+def _within_class_scatter(
+    features: torch.Tensor, labels: torch.Tensor, n_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sum ``[..., D, D]`` of the outer products of ``[..., M, D]`` ``features`` less their
+    class means (labels ``[..., M]`` in ``0..n_classes-1``), in float64, and its degrees of
+    freedom ``[...]``: images less the classes that have any."""
+    x = features.double()
+    index = labels.unsqueeze(-1).expand_as(x)
+    sums = x.new_zeros(*x.shape[:-2], n_classes, x.shape[-1]).scatter_add_(-2, index, x)
+    counts = x.new_zeros(*labels.shape[:-1], n_classes).scatter_add_(-1, labels, torch.ones_like(x[..., 0]))
+    residuals = x - (sums / counts.clamp(min=1).unsqueeze(-1)).gather(-2, index)
+    return residuals.transpose(-1, -2) @ residuals, labels.shape[-1] - (counts > 0).sum(-1)
+
+
+def _inverse_square_root(matrix: torch.Tensor, shrink: float = 0.0) -> torch.Tensor:
+    """``(matrix + shrink * mean eigenvalue * I)^(-1/2)`` of symmetric ``[..., D, D]`` matrices."""
+    eigenvalues, eigenvectors = torch.linalg.eigh(matrix)
+    scale = eigenvalues.clamp(min=0) + shrink * eigenvalues.mean(-1, keepdim=True)
+    return (eigenvectors * scale.rsqrt().unsqueeze(-2)) @ eigenvectors.transpose(-1, -2)
+
+
+def within_class_covariance(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The pooled within-class covariance ``[D, D]`` (float64) of ``[M, D]`` ``features`` with
+    class ``labels`` ``[M]`` (any values: only which features share one matters)."""
+    classes, labels = torch.unique(labels, return_inverse=True)
+    scatter, dof = _within_class_scatter(features, labels, len(classes))
+    if dof < 1:
+        raise ValueError(
+            f"{len(features)} features of {len(classes)} classes leave no within-class variance; "
+            "give some classes at least two images"
+        )
+    return scatter / dof
 
 
 def within_class_whitening(features: torch.Tensor, labels: torch.Tensor, shrink: float) -> torch.Tensor:
@@ -27,20 +63,7 @@ def within_class_whitening(features: torch.Tensor, labels: torch.Tensor, shrink:
     """
     if shrink <= 0:
         raise ValueError(f"shrink must be > 0, got {shrink}")
-    classes, labels = torch.unique(labels, return_inverse=True)
-    if len(features) - len(classes) < 1:
-        raise ValueError(
-            f"{len(features)} features of {len(classes)} classes leave no within-class variance; "
-            "give some classes at least two images"
-        )
-    x = features.double()
-    means = torch.zeros(len(classes), x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, labels, x)
-    means /= torch.bincount(labels, minlength=len(classes)).unsqueeze(1)
-    residuals = x - means[labels]
-    covariance = residuals.T @ residuals / (len(x) - len(classes))
-    eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
-    scale = (eigenvalues.clamp(min=0) + shrink * eigenvalues.mean()).rsqrt()
-    return ((eigenvectors * scale) @ eigenvectors.T).to(features.dtype)
+    return _inverse_square_root(within_class_covariance(features, labels), shrink).to(features.dtype)
 
 
 class Whitened(nn.Module):
@@ -63,3 +86,42 @@ class Whitened(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x) @ self.matrix
+
+
+class SupportWhitening(nn.Module):
+    """Whitening fitted to each episode: known classes' within-class covariance, shrunk, as a
+    prior worth ``prior`` degrees of freedom, pooled with the support set's own within-class
+    spread.
+
+    Characters of a new alphabet do not vary as the known ones do, and an episode's support set
+    shows how its own classes vary: with ``K`` images of each of ``N`` classes, ``N (K - 1)``
+    degrees of freedom. The matrix of an episode is ``P^(-1/2)`` with
+
+        ``P = (scatter of the support images about their class means + prior * C) / (N (K - 1) + prior)``
+
+    and ``C = S + shrink * mean eigenvalue of S * I``, ``S`` the known classes' covariance
+    (:func:`within_class_covariance`). With one image a class the support set adds nothing and
+    it is :func:`within_class_whitening` with the same ``shrink``; the more images, the more the
+    episode's own spread counts. It uses only the labelled support set: a query's prediction
+    still depends on nothing but the query and the support set.
+
+    Example:
+        >>> whitening = SupportWhitening(within_class_covariance(base_features, base_labels), 5, 30)
+        >>> proto = ProtoNet(backbone, whitening=whitening)  # then evaluate as usual
+    """
+
+    def __init__(self, covariance: torch.Tensor, shrink: float, prior: float):
+        super().__init__()
+        if shrink <= 0 or prior <= 0:
+            raise ValueError(f"shrink and prior must be > 0, got {shrink} and {prior}")
+        eye = torch.eye(len(covariance), dtype=torch.float64, device=covariance.device)
+        mean_variance = torch.linalg.eigvalsh(covariance.double()).mean()
+        self.register_buffer("covariance", covariance.double() + shrink * mean_variance * eye)
+        self.prior = prior
+
+    def forward(self, support: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
+        """The matrices ``[..., D, D]`` for ``[..., S, D]`` support features with labels ``[..., S]``
+        in ``0..n_way-1``, in ``support``'s dtype; features are whitened by ``features @ matrix``."""
+        scatter, dof = _within_class_scatter(support, labels, n_way)
+        dof = (dof + self.prior).unsqueeze(-1).unsqueeze(-1)
+        return _inverse_square_root((scatter + self.prior * self.covariance) / dof).to(support.dtype)
