@@ -28,9 +28,10 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         cwd=ROOT,
         env=env,
     )
+    # (the quick mode averages 2 test-time views where the study averages 16, and its labels say so)
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 168
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 175
     assert {
         "maml-10steps",
         "maml-pretrained-10steps",
@@ -45,23 +46,23 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "maml-pretrained-flip-10steps",
         "protonet-flip-elastic",
         "protonet5-flip",
-        "protonet-flip-16views",
-        "protonet-flip-w128-16views",
-        "linear-probe-flip-16views",
+        "protonet-flip-2views",
+        "protonet-flip-w128-2views",
+        "linear-probe-flip-2views",
         "protomaml2-protonet-flip",
-        "protonet-flip-5k-16views",
-        "protonet-flip-trainval-16views",
-        "protonet-flip-5k-trainval-16views",
+        "protonet-flip-5k-2views",
+        "protonet-flip-trainval-2views",
+        "protonet-flip-5k-trainval-2views",
         "protomaml-protonet-flip-5k-trainval",
         "maml-protonet-flip-25steps",
         "protoreptile-protonet-flip",
         "protonet-flip-refine2",
-        "protonet-flip-5k-trainval-16views-refine2",
-        "protonet-flip-nopool-16views",
-        "protonet-flip-5k-trainval-nopool-16views-refine2",
-        "protonet-flip-5k-trainval-s1-16views",
-        "protonet-flip-5k-trainval-x2-16views-refine2",
-        "protonet-flip-5k-trainval-x3-16views",
+        "protonet-flip-5k-trainval-2views-refine2",
+        "protonet-flip-nopool-2views",
+        "protonet-flip-5k-trainval-nopool-2views-refine2",
+        "protonet-flip-5k-trainval-s1-2views",
+        "protonet-flip-5k-trainval-x2-2views-refine2",
+        "protonet-flip-5k-trainval-x3-2views",
         "maml-zero-protonet-flip-5k-trainval-10steps",
         "maml-zero-pretrained-flip-10steps",
         "maml-zero-protonet-flip-5k-trainval-init-10steps",
@@ -99,28 +100,35 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "metasgd-zero-min0-pretrained-flip-10steps",
         "metasgd-zero-10steps-pretrained-flip-10steps",
         "metasgd-zero-min0-pretrained-flip-s1-10steps",
-        "protonet-flip-5k-trainval-distill-16views",
-        "protonet-flip-5k-trainval-distill-s1-16views",
-        "protonet-flip-5k-trainval-distill-x2-16views",
-        "protonet-flip-10k-trainval-16views",
-        "protonet-flip-10k-trainval-s1-16views",
-        "protonet-flip-16k-trainval-16views",
-        "protonet-flip-10k-trainval-x2-16views",
-        "protonet-flip-5k-trainval-bf16-16views",
-        "protonet-flip-28k-trainval-bf16-16views",
-        "protonet-flip-28k-trainval-bf16-s1-16views",
-        "protonet-flip-28k-trainval-bf16-x2-16views",
-        "protonet-flip-16k-trainval-bf16-120way-16views",
-        "protonet-flip-16k-trainval-bf16-120way-s1-16views",
-        "protonet-flip-16k-trainval-bf16-120way-x2-16views",
-        "protonet-flip-16k-trainval-bf16-11query-16views",
-        "protonet-flip-16k-trainval-bf16-16views",
-        "protonet-flip-16k-trainval-bf16-s1-16views",
-        "protonet-flip-16k-trainval-bf16-x2-16views",
-        "protonet-flip-bf16-16views",
-        "protonet-flip-bf16-16views-whiten0.3",
-        "protonet-flip-16k-trainval-bf16-16views-whiten0.3",
-        "protonet-flip-16k-trainval-bf16-s1-16views-whiten0.3",
+        "protonet-flip-5k-trainval-distill-2views",
+        "protonet-flip-5k-trainval-distill-s1-2views",
+        "protonet-flip-5k-trainval-distill-x2-2views",
+        "protonet-flip-10k-trainval-2views",
+        "protonet-flip-10k-trainval-s1-2views",
+        "protonet-flip-16k-trainval-2views",
+        "protonet-flip-10k-trainval-x2-2views",
+        "protonet-flip-5k-trainval-bf16-2views",
+        "protonet-flip-28k-trainval-bf16-2views",
+        "protonet-flip-28k-trainval-bf16-s1-2views",
+        "protonet-flip-28k-trainval-bf16-x2-2views",
+        "protonet-flip-16k-trainval-bf16-120way-2views",
+        "protonet-flip-16k-trainval-bf16-120way-s1-2views",
+        "protonet-flip-16k-trainval-bf16-120way-x2-2views",
+        "protonet-flip-16k-trainval-bf16-11query-2views",
+        "protonet-flip-16k-trainval-bf16-2views",
+        "protonet-flip-16k-trainval-bf16-s1-2views",
+        "protonet-flip-16k-trainval-bf16-x2-2views",
+        "protonet-flip-bf16-2views",
+        "protonet-flip-bf16-2views-whiten0.3",
+        "protonet-flip-16k-trainval-bf16-2views-whiten0.3",
+        "protonet-flip-16k-trainval-bf16-s1-2views-whiten0.3",
+        "protonet-flip-bf16-2views-whiten5-prior30",
+        "protonet-flip-16k-trainval-bf16-2views-whiten5-prior30",
+        "protonet-flip-16k-trainval-bf16-s1-2views-whiten5-prior30",
+        "protonet-flip-16k-trainval-bf16-120way-2views-whiten5-prior30",
+        "protonet-flip-16k-trainval-bf16-120way-s1-2views-whiten5-prior30",
+        "protonet-flip-16k-trainval-bf16-x2-2views-whiten5-prior30",
+        "protonet-flip-16k-trainval-bf16-120way-x2-2views-whiten5-prior30",
     } <= set(report["methods"])
     # the -flip runs train on 8 classes per character (rotations and mirror images), the others on 4
     for run in ("pretrain", "protonet", "protomaml-protonet", "maml-pretrained"):
@@ -264,11 +272,9 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         rates = [v for k, v in state.items() if k.startswith("lrs.backbone")]
         assert rates and not all(torch.equal(r, torch.full_like(r, 0.2)) for r in rates)
     methods = json.loads((tmp_path / "eval" / "methods.json").read_text())
-    assert methods["protonet-flip-16views"]["views"] == 16 and "views" not in methods["protonet-flip"]
-    refined = methods["protonet-flip-16views-refine2"]
-    assert (refined["views"], refined["refine"]) == (16, 2) and "refine" not in methods[
-        "protonet-flip-16views"
-    ]
+    assert methods["protonet-flip-2views"]["views"] == 2 and "views" not in methods["protonet-flip"]
+    refined = methods["protonet-flip-2views-refine2"]
+    assert (refined["views"], refined["refine"]) == (2, 2) and "refine" not in methods["protonet-flip-2views"]
     for run in ("protonet-flip-nopool", "protonet-flip-5k-trainval-nopool"):
         assert OmegaConf.load(tmp_path / run / "config.yaml").model.backbone == "conv4-nopool"
     # the -trainval runs train on every small1 character and are scored from their last checkpoint
@@ -308,7 +314,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
             OmegaConf.load(tmp_path / f"protonet-flip-5k-trainval-s{seed}" / "config.yaml").train.seed == seed
         )
     for n, seeds in ((2, ["-s1"]), (3, ["-s1", "-s2"])):  # the seeds' features side by side
-        ensemble = methods[f"protonet-flip-5k-trainval-x{n}-16views-refine2"]
+        ensemble = methods[f"protonet-flip-5k-trainval-x{n}-2views-refine2"]
         assert ensemble["checkpoint"] == methods["protonet-flip-5k-trainval"]["checkpoint"]
         expected = [methods[f"protonet-flip-5k-trainval{s}"]["checkpoint"] for s in seeds]
         assert [m["checkpoint"] for m in ensemble["members"]] == expected
@@ -319,16 +325,41 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         ("protonet-flip-16k-trainval-bf16", "last.pt"),
         ("protonet-flip-16k-trainval-bf16-s1", "last.pt"),
     ):
-        whitened = methods[f"{run}-16views-whiten0.3"]
+        whitened = methods[f"{run}-2views-whiten0.3"]
         assert (whitened["views"], whitened["whiten"], whitened["checkpoint"]) == (
-            16,
+            2,
             0.3,
             str(tmp_path / run / checkpoint),
         )
-        assert "whiten" not in methods[f"{run}-16views"]
+        assert "whiten" not in methods[f"{run}-2views"]
     valnet = OmegaConf.load(tmp_path / "protonet-flip-bf16" / "config.yaml")
     assert (valnet.train.bf16, valnet.data.reflections, valnet.task.n_way) == (True, True, 60)
     assert valnet.data.split.manifest == str(tmp_path / "small1_split.json")
+    # session 43's whitening pooled with each support set, chosen on a network with two alphabets held out
+    for run, checkpoint in (
+        ("protonet-flip-bf16", "best.pt"),
+        ("protonet-flip-16k-trainval-bf16", "last.pt"),
+        ("protonet-flip-16k-trainval-bf16-120way-s1", "last.pt"),
+    ):
+        pooled = methods[f"{run}-2views-whiten5-prior30"]
+        expected = (2, 5.0, 30.0, str(tmp_path / run / checkpoint))
+        assert (pooled["views"], pooled["whiten"], pooled["prior"], pooled["checkpoint"]) == expected
+    pair = methods["protonet-flip-16k-trainval-bf16-x2-2views-whiten5-prior30"]
+    assert [m["checkpoint"] for m in pair["members"]] == [
+        str(tmp_path / "protonet-flip-16k-trainval-bf16-s1" / "last.pt")
+    ]
+    assert (pair["views"], pair["whiten"], pair["prior"]) == (2, 5.0, 30.0)
+    by_alphabet = tmp_path / "protonet-flip-bf16-alphabets"
+    cfg = OmegaConf.load(by_alphabet / "config.yaml")
+    assert (cfg.train.bf16, cfg.data.reflections, cfg.data.split.manifest) == (
+        True,
+        True,
+        str(tmp_path / "small1_alphabets.json"),
+    )
+    splits = json.loads((by_alphabet / "split.json").read_text())["splits"]
+    assert {c.split("/")[0] for c in splits["val"]} == {"Greek", "Korean"}
+    assert not {c.split("/")[0] for c in splits["base"]} & {"Greek", "Korean"}
+    assert (len(splits["base"]), len(splits["val"])) == (72, 64)
     # runs that validate on held-out characters are scored at their best checkpoint
     for run in (
         "protonet-flip-5k",
@@ -339,7 +370,12 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     for key in report["settings"]:
         assert set(report["results"][key]) == set(report["methods"])
     # the committed manifests are reproduced
-    for manifest in ("small1_split.json", "small1_trainval.json", "small2_novel.json"):
+    for manifest in (
+        "small1_split.json",
+        "small1_trainval.json",
+        "small1_alphabets.json",
+        "small2_novel.json",
+    ):
         assert json.loads((tmp_path / manifest).read_text()) == json.loads((STUDY / manifest).read_text())
     timings = (tmp_path / "timings.tsv").read_text().split()
     assert "evaluate" in timings and "maml-pretrained" in timings

@@ -11,6 +11,11 @@
   (``base``: all 136; ``val``: the 20, now seen in training). For a final run whose settings
   were already chosen on the held-out characters: its validation scores measure training
   classes, so it is scored from its last checkpoint, never its "best".
+* ``small1_alphabets.json``: small1 split by alphabet, seed 0: three alphabets for training
+  (``base``, 72 characters) and two held out whole (``val``: Greek and Korean, 64
+  characters). Validation across alphabets, as small2's novel alphabets are new: for
+  test-time choices that depend on how characters of an unseen alphabet vary, which
+  held-out characters of a trained alphabet do not show.
 
     python experiments/omniglot/make_splits.py [--data ../shared/data/omniglot]
 """
@@ -40,6 +45,8 @@ def main() -> None:
         "splits": {"base": list(small1.class_names), "val": split["splits"]["val"]},
     }
     save_manifest(trainval, Path(args.out) / "small1_trainval.json")
+    alphabets = make_split(small1, {"base": 3, "val": 2}, by="group", seed=0)
+    save_manifest(alphabets, Path(args.out) / "small1_alphabets.json")
     seen = set(small1.group_names)
     characters = list(zip(small2.class_names, small2.groups, strict=True))
     novel = {
@@ -55,6 +62,8 @@ def main() -> None:
     counts = {k: len(v) for k, v in novel["splits"].items()}
     base, val = len(split["splits"]["base"]), len(split["splits"]["val"])
     print(f"small1: {base} base, {val} val characters (all {base + val} in small1_trainval.json)")
+    base, val = (len(alphabets["splits"][k]) for k in ("base", "val"))
+    print(f"small1 by alphabet: {base} base, {val} val characters (small1_alphabets.json)")
     print(f"small2: {counts['novel']} novel characters, {counts['seen_in_small1']} also in small1 (not used)")
 
 

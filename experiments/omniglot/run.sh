@@ -6,7 +6,8 @@
 #
 # --out   run directory root (default runs/omniglot; --quick: runs/omniglot-quick)
 # --data  folder holding images_background_small1.zip and _small2.zip (default ../shared/data/omniglot)
-# --quick every run for a few steps and a few episodes: the whole pipeline in a few minutes
+# --quick every run for a few steps and a few episodes, 2 test-time views instead of 16 (labels -2views):
+#         the whole pipeline in a few minutes
 # --only  train just the named runs (repeatable), then evaluate whatever runs exist
 # --methods  evaluate just the methods with these labels (repeatable; default: all that exist)
 # --train-only  stop after training (evaluate later with --methods or a plain run)
@@ -44,10 +45,12 @@ if [[ $QUICK == 1 ]]; then
   TRAIN_EXTRA=(train.steps=2 train.val_every=2 train.val_episodes=2 task.meta_batch=2 task.q_query=2
                train.batch_size=16 inner.test_steps=1)
   EVAL_EXTRA=(episodes=2 batch_episodes=2 q_query=2 finetune.epochs=1 name=eval)
+  NVIEWS=2  # test-time views: 2 where the study averages 16, and so labelled (-2views)
 else
   OUT="${OUT:-runs/omniglot}"
   TRAIN_EXTRA=()
   EVAL_EXTRA=(name=eval)
+  NVIEWS=16
 fi
 mkdir -p "$OUT"
 
@@ -367,6 +370,10 @@ done
 # Session 42. protonet-flip in bf16 (3,000 steps, 20 characters held out): the network on whose held-out
 # characters a test-time transform of the features is chosen (README), as views and refinement were.
 train protonet-flip-bf16 protonet protonet data.reflections=true train.bf16=true
+# Session 43. The same with two alphabets held out whole (Greek and Korean, 64 characters; 72 trained on):
+# the network on whose held-out alphabets test-time choices that depend on new alphabets are made.
+train protonet-flip-bf16-alphabets protonet protonet data.reflections=true train.bf16=true \
+  "data.split.manifest=$OUT/small1_alphabets.json"
 python "$EXP/train_runs.py" "$QUEUE" "$OUT/timings.tsv"
 [[ $TRAIN_ONLY == 1 ]] && { echo "training done: $OUT"; exit 0; }
 
@@ -385,10 +392,10 @@ declare -A TEST_STEPS=([maml]=10 [maml-pretrained]=10 [maml-pretrained-flip]=10 
                          [metasgd-zero-10steps-pretrained-flip]=10)
 # Test-time views chosen on the validation characters (session 22; README): these runs are also
 # scored as <run>-<V>views, each image's features averaged over it and V - 1 affine copies.
-declare -A VIEWS=([protonet-flip]=16 [protonet-flip-bf16]=16 [protonet-flip-w128]=16 [protonet-flip-5k]=16 [protonet-flip-trainval]=16
-                  [protonet-flip-5k-trainval]=16 [protonet-flip-5k-trainval-s1]=16 [protonet-flip-5k-trainval-s2]=16
-                  [protonet-flip-nopool]=16 [protonet-flip-5k-trainval-nopool]=16
-                  [protonet-flip-5k-trainval-distill]=16 [protonet-flip-5k-trainval-distill-s1]=16)
+declare -A VIEWS=([protonet-flip]=$NVIEWS [protonet-flip-bf16]=$NVIEWS [protonet-flip-w128]=$NVIEWS
+                  [protonet-flip-5k]=$NVIEWS [protonet-flip-trainval]=$NVIEWS [protonet-flip-5k-trainval]=$NVIEWS [protonet-flip-5k-trainval-s1]=$NVIEWS [protonet-flip-5k-trainval-s2]=$NVIEWS
+                  [protonet-flip-nopool]=$NVIEWS [protonet-flip-5k-trainval-nopool]=$NVIEWS
+                  [protonet-flip-5k-trainval-distill]=$NVIEWS [protonet-flip-5k-trainval-distill-s1]=$NVIEWS)
 # Transductive rounds chosen on the validation characters (session 26; README): these runs are also
 # scored as <run>-refine<R> and <run>-<V>views-refine<R>, their class means refined with each
 # episode's unlabelled queries by R rounds of soft k-means.
@@ -399,6 +406,12 @@ declare -A REFINE=([protonet-flip]=2 [protonet-flip-5k-trainval]=2 [protonet-fli
 # own base characters, shrunk towards the identity by s times its mean variance.
 declare -A WHITEN=([protonet-flip-bf16]=0.3 [protonet-flip-16k-trainval-bf16]=0.3
                    [protonet-flip-16k-trainval-bf16-s1]=0.3)
+# Whitening pooled with each episode's support set, <s>:<n> chosen on protonet-flip-bf16-alphabets' two
+# held-out alphabets (session 43; README): these runs are also scored as <run>-<V>views-whiten<s>-prior<n>,
+# the base characters' covariance shrunk by s and worth n degrees of freedom against the support set's.
+declare -A POOLED=([protonet-flip-bf16]=5:30 [protonet-flip-16k-trainval-bf16]=5:30
+                   [protonet-flip-16k-trainval-bf16-s1]=5:30 [protonet-flip-16k-trainval-bf16-120way]=5:30
+                   [protonet-flip-16k-trainval-bf16-120way-s1]=5:30)
 # The checkpoint scored, where it is not the best on validation.
 declare -A CHECKPOINT=([protonet-flip-trainval]=last.pt [protonet-flip-5k-trainval]=last.pt
                        [protonet-flip-5k-trainval-s1]=last.pt [protonet-flip-5k-trainval-s2]=last.pt
@@ -469,7 +482,7 @@ LAST_PROTONETS=(protonet-flip-5k-trainval-distill-x2 protonet-flip-10k-trainval 
                 protonet-flip-16k-trainval-bf16-120way-s1 protonet-flip-16k-trainval-bf16-11query
                 protonet-flip-16k-trainval-bf16 protonet-flip-16k-trainval-bf16-s1)
 for run in "${LAST_PROTONETS[@]}"; do
-  VIEWS[$run]=16 CHECKPOINT[$run]=last.pt KIND[$run]=protonet
+  VIEWS[$run]=$NVIEWS CHECKPOINT[$run]=last.pt KIND[$run]=protonet
 done
 candidates=()
 for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained protomaml-pretrained protomaml-protonet \
@@ -513,6 +526,8 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
   [[ -n $refine && -n $views ]] && candidates+=("$run-${views}views-refine$refine=$kind:$source@views=$views@refine=$refine")
   whiten=${WHITEN[$run]:-}
   [[ -n $whiten ]] && candidates+=("$run-${views}views-whiten$whiten=$kind:$source@views=$views@whiten=$whiten")
+  pooled=${POOLED[$run]:-}
+  [[ -n $pooled ]] && candidates+=("$run-${views}views-whiten${pooled%:*}-prior${pooled#*:}=$kind:$source@views=$views@whiten=${pooled%:*}@prior=${pooled#*:}")
 done
 # Two and three seeds of protonet-flip-5k-trainval as one ProtoNet (session 27): each image's
 # features from every network side by side, so the logits are the sum of the runs' own; with the
@@ -524,13 +539,19 @@ done
 for n in 2 3; do
   [[ ${#members[@]} -ge $n ]] || continue
   runs=$(IFS=+; echo "${members[*]:0:$n}")
-  candidates+=("protonet-flip-5k-trainval-x$n=protonet:$runs" "protonet-flip-5k-trainval-x$n-16views=protonet:$runs@views=16"
-               "protonet-flip-5k-trainval-x$n-16views-refine2=protonet:$runs@views=16@refine=2")
+  candidates+=("protonet-flip-5k-trainval-x$n=protonet:$runs"
+               "protonet-flip-5k-trainval-x$n-${NVIEWS}views=protonet:$runs@views=$NVIEWS"
+               "protonet-flip-5k-trainval-x$n-${NVIEWS}views-refine2=protonet:$runs@views=$NVIEWS@refine=2")
 done
-seed_pair() {  # seed_pair <run>: <run> and <run>-s1 as one (<run>-x2), with and without views, once both exist
+# seed_pair <run>: <run> and <run>-s1 as one (<run>-x2), once both exist: with and without views, and with
+# views and POOLED[<run>]'s whitening where it has one.
+seed_pair() {
   local a="$OUT/$1/last.pt" b="$OUT/$1-s1/last.pt"
   [[ -f $a && -f $b ]] || return 0
-  candidates+=("$1-x2=protonet:$a+$b" "$1-x2-16views=protonet:$a+$b@views=16")
+  candidates+=("$1-x2=protonet:$a+$b" "$1-x2-${NVIEWS}views=protonet:$a+$b@views=$NVIEWS")
+  local pooled=${POOLED[$1]:-}
+  [[ -n $pooled ]] && candidates+=("$1-x2-${NVIEWS}views-whiten${pooled%:*}-prior${pooled#*:}=protonet:$a+$b@views=$NVIEWS@whiten=${pooled%:*}@prior=${pooled#*:}")
+  return 0
 }
 # The two seeds as one of the 10,000-step runs (session 38), the 28,000-step bf16 runs (session 39), the
 # 120-way runs (session 40) and the 60-way 16,000-step bf16 runs (session 41).
@@ -548,8 +569,8 @@ if [[ -f "$OUT/pretrain/best.pt" ]]; then
 fi
 if [[ -f "$OUT/pretrain-flip/best.pt" ]]; then
   candidates+=("linear-probe-flip=finetune:$OUT/pretrain-flip" "simpleshot-flip=simpleshot:$OUT/pretrain-flip"
-               "linear-probe-flip-16views=finetune:$OUT/pretrain-flip@views=16"
-               "simpleshot-flip-16views=simpleshot:$OUT/pretrain-flip@views=16")
+               "linear-probe-flip-${NVIEWS}views=finetune:$OUT/pretrain-flip@views=$NVIEWS"
+               "simpleshot-flip-${NVIEWS}views=simpleshot:$OUT/pretrain-flip@views=$NVIEWS")
 fi
 if [[ -f "$OUT/pretrain-flip-cos/best.pt" ]]; then
   candidates+=("linear-probe-flip-cos=finetune:$OUT/pretrain-flip-cos" "simpleshot-flip-cos=simpleshot:$OUT/pretrain-flip-cos")
@@ -582,6 +603,7 @@ if [[ $QUICK == 0 ]]; then
   mkdir -p "$EXP/results"
   cp "$OUT/eval/report.md" "$OUT/eval/report.json" "$OUT/eval/accuracy.png" "$OUT/timings.tsv" "$EXP/results/"
   gzip -9 -c "$OUT/eval/results.csv" > "$EXP/results/results.csv.gz"  # per-episode rows, kept small
-  cp "$OUT/small1_split.json" "$OUT/small1_trainval.json" "$OUT/small2_novel.json" "$EXP/"
+  cp "$OUT/small1_split.json" "$OUT/small1_trainval.json" "$OUT/small1_alphabets.json" "$OUT/small2_novel.json" \
+    "$EXP/"
 fi
 echo "study done: $OUT/eval/report.md"
