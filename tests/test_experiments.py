@@ -349,17 +349,21 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         str(tmp_path / "protonet-flip-16k-trainval-bf16-s1" / "last.pt")
     ]
     assert (pair["views"], pair["whiten"], pair["prior"]) == (2, 5.0, 30.0)
-    by_alphabet = tmp_path / "protonet-flip-bf16-alphabets"
-    cfg = OmegaConf.load(by_alphabet / "config.yaml")
-    assert (cfg.train.bf16, cfg.data.reflections, cfg.data.split.manifest) == (
-        True,
-        True,
-        str(tmp_path / "small1_alphabets.json"),
-    )
-    splits = json.loads((by_alphabet / "split.json").read_text())["splits"]
-    assert {c.split("/")[0] for c in splits["val"]} == {"Greek", "Korean"}
-    assert not {c.split("/")[0] for c in splits["base"]} & {"Greek", "Korean"}
-    assert (len(splits["base"]), len(splits["val"])) == (72, 64)
+    for suffix, held_out, sizes in (
+        ("", {"Greek", "Korean"}, (72, 64)),
+        ("2", {"Balinese", "Latin"}, (86, 50)),
+    ):
+        by_alphabet = tmp_path / f"protonet-flip-bf16-alphabets{suffix}"
+        cfg = OmegaConf.load(by_alphabet / "config.yaml")
+        assert (cfg.train.bf16, cfg.data.reflections, cfg.data.split.manifest) == (
+            True,
+            True,
+            str(tmp_path / f"small1_alphabets{suffix}.json"),
+        )
+        splits = json.loads((by_alphabet / "split.json").read_text())["splits"]
+        assert {c.split("/")[0] for c in splits["val"]} == held_out
+        assert not {c.split("/")[0] for c in splits["base"]} & held_out
+        assert (len(splits["base"]), len(splits["val"])) == sizes
     # runs that validate on held-out characters are scored at their best checkpoint
     for run in (
         "protonet-flip-5k",
@@ -374,6 +378,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "small1_split.json",
         "small1_trainval.json",
         "small1_alphabets.json",
+        "small1_alphabets2.json",
         "small2_novel.json",
     ):
         assert json.loads((tmp_path / manifest).read_text()) == json.loads((STUDY / manifest).read_text())

@@ -16,6 +16,9 @@
   characters). Validation across alphabets, as small2's novel alphabets are new: for
   test-time choices that depend on how characters of an unseen alphabet vary, which
   held-out characters of a trained alphabet do not show.
+* ``small1_alphabets2.json``: a second such split, seed 8 (the first seed whose two held-out
+  alphabets are neither of the first split's): Balinese and Latin held out (50 characters),
+  Early Aramaic, Greek and Korean trained on (86), to check a choice made on the first.
 
     python experiments/omniglot/make_splits.py [--data ../shared/data/omniglot]
 """
@@ -47,6 +50,8 @@ def main() -> None:
     save_manifest(trainval, Path(args.out) / "small1_trainval.json")
     alphabets = make_split(small1, {"base": 3, "val": 2}, by="group", seed=0)
     save_manifest(alphabets, Path(args.out) / "small1_alphabets.json")
+    second = make_split(small1, {"base": 3, "val": 2}, by="group", seed=8)
+    save_manifest(second, Path(args.out) / "small1_alphabets2.json")
     seen = set(small1.group_names)
     characters = list(zip(small2.class_names, small2.groups, strict=True))
     novel = {
@@ -62,8 +67,9 @@ def main() -> None:
     counts = {k: len(v) for k, v in novel["splits"].items()}
     base, val = len(split["splits"]["base"]), len(split["splits"]["val"])
     print(f"small1: {base} base, {val} val characters (all {base + val} in small1_trainval.json)")
-    base, val = (len(alphabets["splits"][k]) for k in ("base", "val"))
-    print(f"small1 by alphabet: {base} base, {val} val characters (small1_alphabets.json)")
+    for name, split in (("small1_alphabets.json", alphabets), ("small1_alphabets2.json", second)):
+        base, val = (len(split["splits"][k]) for k in ("base", "val"))
+        print(f"small1 by alphabet: {base} base, {val} val characters ({name})")
     print(f"small2: {counts['novel']} novel characters, {counts['seen_in_small1']} also in small1 (not used)")
 
 
