@@ -122,6 +122,10 @@ def test_support_whitening_pools_the_prior_with_each_support_set():
     for bad in ((0.0, 1.0), (1.0, 0.0)):
         with pytest.raises(ValueError, match="shrink and prior must be > 0"):
             SupportWhitening(covariance, *bad)
+    with pytest.raises(ValueError, match="covariance must be a square \\[D, D\\] matrix .*got \\(6, 5\\)"):
+        SupportWhitening(covariance[:, :5], shrink, prior)
+    with pytest.raises(ValueError, match="5-dimensional support features against a 6x6 covariance"):
+        whitening(support[:, :5], support_labels, n_way=3)
 
 
 def test_protonet_whitens_each_episode_with_its_own_matrix():

@@ -114,6 +114,11 @@ class SupportWhitening(nn.Module):
         super().__init__()
         if shrink <= 0 or prior <= 0:
             raise ValueError(f"shrink and prior must be > 0, got {shrink} and {prior}")
+        if covariance.dim() != 2 or covariance.shape[0] != covariance.shape[1]:
+            raise ValueError(
+                "covariance must be a square [D, D] matrix (within_class_covariance), "
+                f"got {tuple(covariance.shape)}"
+            )
         eye = torch.eye(len(covariance), dtype=torch.float64, device=covariance.device)
         mean_variance = torch.linalg.eigvalsh(covariance.double()).mean()
         self.register_buffer("covariance", covariance.double() + shrink * mean_variance * eye)
@@ -122,6 +127,11 @@ class SupportWhitening(nn.Module):
     def forward(self, support: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
         """The matrices ``[..., D, D]`` for ``[..., S, D]`` support features with labels ``[..., S]``
         in ``0..n_way-1``, in ``support``'s dtype; features are whitened by ``features @ matrix``."""
+        if support.shape[-1] != len(self.covariance):
+            raise ValueError(
+                f"{support.shape[-1]}-dimensional support features against a {len(self.covariance)}x"
+                f"{len(self.covariance)} covariance; fit it on features of the same backbone"
+            )
         scatter, dof = _within_class_scatter(support, labels, n_way)
         dof = (dof + self.prior).unsqueeze(-1).unsqueeze(-1)
         return _inverse_square_root((scatter + self.prior * self.covariance) / dof).to(support.dtype)
