@@ -416,6 +416,10 @@ declare -A WHITEN=([protonet-flip-bf16]=0.3 [protonet-flip-16k-trainval-bf16]=0.
 declare -A POOLED=([protonet-flip-bf16]=5:30 [protonet-flip-16k-trainval-bf16]=5:30
                    [protonet-flip-16k-trainval-bf16-s1]=5:30 [protonet-flip-16k-trainval-bf16-120way]=5:30
                    [protonet-flip-16k-trainval-bf16-120way-s1]=5:30)
+pooled_candidate() {  # pooled_candidate <label> <spec> <s:n or nothing>: <label>-whiten<s>-prior<n>, if given
+  [[ -n $3 ]] || return 0
+  candidates+=("$1-whiten${3%:*}-prior${3#*:}=$2@whiten=${3%:*}@prior=${3#*:}")
+}
 # The checkpoint scored, where it is not the best on validation.
 declare -A CHECKPOINT=([protonet-flip-trainval]=last.pt [protonet-flip-5k-trainval]=last.pt
                        [protonet-flip-5k-trainval-s1]=last.pt [protonet-flip-5k-trainval-s2]=last.pt
@@ -530,8 +534,7 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
   [[ -n $refine && -n $views ]] && candidates+=("$run-${views}views-refine$refine=$kind:$source@views=$views@refine=$refine")
   whiten=${WHITEN[$run]:-}
   [[ -n $whiten ]] && candidates+=("$run-${views}views-whiten$whiten=$kind:$source@views=$views@whiten=$whiten")
-  pooled=${POOLED[$run]:-}
-  [[ -n $pooled ]] && candidates+=("$run-${views}views-whiten${pooled%:*}-prior${pooled#*:}=$kind:$source@views=$views@whiten=${pooled%:*}@prior=${pooled#*:}")
+  pooled_candidate "$run-${views}views" "$kind:$source@views=$views" "${POOLED[$run]:-}"
 done
 # Two and three seeds of protonet-flip-5k-trainval as one ProtoNet (session 27): each image's
 # features from every network side by side, so the logits are the sum of the runs' own; with the
@@ -553,9 +556,7 @@ seed_pair() {
   local a="$OUT/$1/last.pt" b="$OUT/$1-s1/last.pt"
   [[ -f $a && -f $b ]] || return 0
   candidates+=("$1-x2=protonet:$a+$b" "$1-x2-${NVIEWS}views=protonet:$a+$b@views=$NVIEWS")
-  local pooled=${POOLED[$1]:-}
-  [[ -n $pooled ]] && candidates+=("$1-x2-${NVIEWS}views-whiten${pooled%:*}-prior${pooled#*:}=protonet:$a+$b@views=$NVIEWS@whiten=${pooled%:*}@prior=${pooled#*:}")
-  return 0
+  pooled_candidate "$1-x2-${NVIEWS}views" "protonet:$a+$b@views=$NVIEWS" "${POOLED[$1]:-}"
 }
 # The two seeds as one of the 10,000-step runs (session 38), the 28,000-step bf16 runs (session 39), the
 # 120-way runs (session 40) and the 60-way 16,000-step bf16 runs (session 41).

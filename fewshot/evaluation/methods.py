@@ -289,7 +289,9 @@ class BuildContext:
     device: torch.device = torch.device("cpu")
     # base-class features of @whiten methods by (checkpoint, other runs, views): embedded once per
     # evaluation, however many shrinkages or priors are scored on them
-    base_features: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False)
+    base_features: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
 
 def build_method(spec: MethodSpec, ctx: BuildContext) -> Learner:

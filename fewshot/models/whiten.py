@@ -32,11 +32,18 @@ def _within_class_scatter(
     return residuals.transpose(-1, -2) @ residuals, labels.shape[-1] - (counts > 0).sum(-1)
 
 
-def _inverse_square_root(matrix: torch.Tensor, shrink: float = 0.0) -> torch.Tensor:
-    """``(matrix + shrink * mean eigenvalue * I)^(-1/2)`` of symmetric ``[..., D, D]`` matrices."""
+def _shrunk(covariance: torch.Tensor, shrink: float) -> torch.Tensor:
+    """``covariance + shrink * mean eigenvalue * I`` (the mean eigenvalue is the mean variance)."""
+    mean_variance = covariance.diagonal().mean()
+    return covariance + shrink * mean_variance * torch.eye(
+        len(covariance), dtype=covariance.dtype, device=covariance.device
+    )
+
+
+def _inverse_square_root(matrix: torch.Tensor) -> torch.Tensor:
+    """``matrix^(-1/2)`` of symmetric positive definite ``[..., D, D]`` matrices."""
     eigenvalues, eigenvectors = torch.linalg.eigh(matrix)
-    scale = eigenvalues.clamp(min=0) + shrink * eigenvalues.mean(-1, keepdim=True)
-    return (eigenvectors * scale.rsqrt().unsqueeze(-2)) @ eigenvectors.transpose(-1, -2)
+    return (eigenvectors * eigenvalues.clamp(min=0).rsqrt().unsqueeze(-2)) @ eigenvectors.transpose(-1, -2)
 
 
 def within_class_covariance(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -63,7 +70,7 @@ def within_class_whitening(features: torch.Tensor, labels: torch.Tensor, shrink:
     """
     if shrink <= 0:
         raise ValueError(f"shrink must be > 0, got {shrink}")
-    return _inverse_square_root(within_class_covariance(features, labels), shrink).to(features.dtype)
+    return _inverse_square_root(_shrunk(within_class_covariance(features, labels), shrink)).to(features.dtype)
 
 
 class Whitened(nn.Module):
@@ -119,9 +126,7 @@ class SupportWhitening(nn.Module):
                 "covariance must be a square [D, D] matrix (within_class_covariance), "
                 f"got {tuple(covariance.shape)}"
             )
-        eye = torch.eye(len(covariance), dtype=torch.float64, device=covariance.device)
-        mean_variance = torch.linalg.eigvalsh(covariance.double()).mean()
-        self.register_buffer("covariance", covariance.double() + shrink * mean_variance * eye)
+        self.register_buffer("covariance", _shrunk(covariance.double(), shrink))
         self.prior = prior
 
     def forward(self, support: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
