@@ -2,6 +2,7 @@
 
 import csv
 import gzip
+import itertools
 import json
 import os
 import subprocess
@@ -31,7 +32,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     # (the quick mode averages 2 test-time views where the study averages 16, and its labels say so)
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 175
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 182
     assert {
         "maml-10steps",
         "maml-pretrained-10steps",
@@ -129,6 +130,13 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "protonet-flip-16k-trainval-bf16-120way-s1-2views-whiten5-prior30",
         "protonet-flip-16k-trainval-bf16-x2-2views-whiten5-prior30",
         "protonet-flip-16k-trainval-bf16-120way-x2-2views-whiten5-prior30",
+        "protonet-flip-bf16-2views-whiten3-prior30",
+        "protonet-flip-16k-trainval-bf16-2views-whiten3-prior30",
+        "protonet-flip-16k-trainval-bf16-s1-2views-whiten3-prior30",
+        "protonet-flip-16k-trainval-bf16-120way-2views-whiten3-prior30",
+        "protonet-flip-16k-trainval-bf16-120way-s1-2views-whiten3-prior30",
+        "protonet-flip-16k-trainval-bf16-x2-2views-whiten3-prior30",
+        "protonet-flip-16k-trainval-bf16-120way-x2-2views-whiten3-prior30",
     } <= set(report["methods"])
     # the -flip runs train on 8 classes per character (rotations and mirror images), the others on 4
     for run in ("pretrain", "protonet", "protomaml-protonet", "maml-pretrained"):
@@ -335,23 +343,29 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     valnet = OmegaConf.load(tmp_path / "protonet-flip-bf16" / "config.yaml")
     assert (valnet.train.bf16, valnet.data.reflections, valnet.task.n_way) == (True, True, 60)
     assert valnet.data.split.manifest == str(tmp_path / "small1_split.json")
-    # session 43's whitening pooled with each support set, chosen on a network with two alphabets held out
-    for run, checkpoint in (
-        ("protonet-flip-bf16", "best.pt"),
-        ("protonet-flip-16k-trainval-bf16", "last.pt"),
-        ("protonet-flip-16k-trainval-bf16-120way-s1", "last.pt"),
+    # whitening pooled with each support set, chosen on networks with two alphabets held out: session 43's
+    # s = 5 on one split, session 44's s = 3 over three
+    for (run, checkpoint), shrink in itertools.product(
+        (
+            ("protonet-flip-bf16", "best.pt"),
+            ("protonet-flip-16k-trainval-bf16", "last.pt"),
+            ("protonet-flip-16k-trainval-bf16-120way-s1", "last.pt"),
+        ),
+        (5, 3),
     ):
-        pooled = methods[f"{run}-2views-whiten5-prior30"]
-        expected = (2, 5.0, 30.0, str(tmp_path / run / checkpoint))
+        pooled = methods[f"{run}-2views-whiten{shrink}-prior30"]
+        expected = (2, float(shrink), 30.0, str(tmp_path / run / checkpoint))
         assert (pooled["views"], pooled["whiten"], pooled["prior"], pooled["checkpoint"]) == expected
-    pair = methods["protonet-flip-16k-trainval-bf16-x2-2views-whiten5-prior30"]
-    assert [m["checkpoint"] for m in pair["members"]] == [
-        str(tmp_path / "protonet-flip-16k-trainval-bf16-s1" / "last.pt")
-    ]
-    assert (pair["views"], pair["whiten"], pair["prior"]) == (2, 5.0, 30.0)
+    for shrink in (5, 3):
+        pair = methods[f"protonet-flip-16k-trainval-bf16-x2-2views-whiten{shrink}-prior30"]
+        assert [m["checkpoint"] for m in pair["members"]] == [
+            str(tmp_path / "protonet-flip-16k-trainval-bf16-s1" / "last.pt")
+        ]
+        assert (pair["views"], pair["whiten"], pair["prior"]) == (2, float(shrink), 30.0)
     for suffix, held_out, sizes in (
         ("", {"Greek", "Korean"}, (72, 64)),
         ("2", {"Balinese", "Latin"}, (86, 50)),
+        ("3", {"Early_Aramaic", "Korean"}, (74, 62)),
     ):
         by_alphabet = tmp_path / f"protonet-flip-bf16-alphabets{suffix}"
         cfg = OmegaConf.load(by_alphabet / "config.yaml")
@@ -379,6 +393,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "small1_trainval.json",
         "small1_alphabets.json",
         "small1_alphabets2.json",
+        "small1_alphabets3.json",
         "small2_novel.json",
     ):
         assert json.loads((tmp_path / manifest).read_text()) == json.loads((STUDY / manifest).read_text())
@@ -490,6 +505,38 @@ def test_pair_results_pairs_the_same_episodes_of_two_evaluations(tmp_path):
     (tmp_path / "a" / "results.csv").write_text("method,episode\nremade,0\n")  # no setting column
     bad = subprocess.run(pair + ["--b", str(tmp_path / "b"), "committed"], capture_output=True, text=True)
     assert bad.returncode != 0 and "cannot read" in bad.stderr and "columns method, setting" in bad.stderr
+
+
+def test_choose_whitening_ranks_methods_by_their_mean_gain_over_grids(tmp_path):
+    def grid(name: str, accuracies: dict[str, dict[str, float]]) -> Path:
+        results = {
+            setting: {method: {"accuracy": {"mean": value}} for method, value in by_method.items()}
+            for setting, by_method in accuracies.items()
+        }
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "report.json").write_text(json.dumps({"results": results}))
+        return tmp_path / name
+
+    # a gains 1.0 and 0.0 (mean 0.5); b gains 0.2 and 0.6 (0.4); c is scored in one grid only
+    first = grid(
+        "g1", {"5w1s": {"v": 90, "a": 91.5, "b": 90, "c": 99}, "5w5s": {"v": 95, "a": 95.5, "b": 95.4}}
+    )
+    second = grid("g2", {"5w1s": {"v": 80, "a": 80, "b": 80.6}})
+    chooser = [sys.executable, str(STUDY / "choose_whitening.py"), "--baseline", "v"]
+    out = subprocess.run(
+        chooser + [str(first), str(second / "report.json")], check=True, capture_output=True, text=True
+    )
+    assert out.stdout.splitlines()[2:] == [
+        "| a | +1.000 | +0.000 | +0.500 |",
+        "| b | +0.200 | +0.600 | +0.400 |",
+    ]
+    wrong = subprocess.run(chooser[:-1] + ["c", str(first), str(second)], capture_output=True, text=True)
+    assert wrong.returncode != 0 and "the baseline 'c' is not scored in every setting" in wrong.stderr
+    missing = subprocess.run(chooser + [str(tmp_path / "nope")], capture_output=True, text=True)
+    assert missing.returncode != 0 and "not found" in missing.stderr
+    (second / "report.json").write_text("{}")
+    broken = subprocess.run(chooser + [str(second)], capture_output=True, text=True)
+    assert broken.returncode != 0 and "is not an evaluation's report.json" in broken.stderr
 
 
 def test_train_runs_stops_at_a_failing_run_and_names_it(tmp_path):
