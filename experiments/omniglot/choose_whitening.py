@@ -24,10 +24,16 @@ def load_accuracies(path: Path) -> dict[str, dict[str, float]]:
         raise SystemExit(
             f"error: {str(report)!r} not found; give an evaluation's directory or its report.json"
         )
-    results = json.loads(report.read_text()).get("results")
-    if not isinstance(results, dict):
-        raise SystemExit(f"error: {str(report)!r} is not an evaluation's report.json (it has no results)")
-    return {s: {m: r["accuracy"]["mean"] for m, r in by_method.items()} for s, by_method in results.items()}
+    try:
+        results = json.loads(report.read_text())["results"]
+        return {
+            s: {m: r["accuracy"]["mean"] for m, r in by_method.items()} for s, by_method in results.items()
+        }
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise SystemExit(
+            f"error: {str(report)!r} is not an evaluation's report.json ({type(err).__name__}: {err}); "
+            "it must hold results with each method's accuracy by setting"
+        ) from None
 
 
 def mean_gains(grids: list[dict[str, dict[str, float]]], baseline: str) -> dict[str, list[float]]:

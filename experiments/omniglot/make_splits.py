@@ -35,6 +35,12 @@ from pathlib import Path
 from fewshot.data import load_omniglot, make_split, save_manifest
 
 HERE = Path(__file__).resolve().parent
+# each alphabet split's manifest and the seed of its make_split (the docstring says why each)
+ALPHABET_SPLITS = {
+    "small1_alphabets.json": 0,
+    "small1_alphabets2.json": 8,
+    "small1_alphabets3.json": 1,
+}
 
 
 def main() -> None:
@@ -52,12 +58,12 @@ def main() -> None:
         "splits": {"base": list(small1.class_names), "val": split["splits"]["val"]},
     }
     save_manifest(trainval, Path(args.out) / "small1_trainval.json")
-    alphabets = make_split(small1, {"base": 3, "val": 2}, by="group", seed=0)
-    save_manifest(alphabets, Path(args.out) / "small1_alphabets.json")
-    second = make_split(small1, {"base": 3, "val": 2}, by="group", seed=8)
-    save_manifest(second, Path(args.out) / "small1_alphabets2.json")
-    third = make_split(small1, {"base": 3, "val": 2}, by="group", seed=1)
-    save_manifest(third, Path(args.out) / "small1_alphabets3.json")
+    by_alphabet = {
+        name: make_split(small1, {"base": 3, "val": 2}, by="group", seed=seed)
+        for name, seed in ALPHABET_SPLITS.items()
+    }
+    for name, manifest in by_alphabet.items():
+        save_manifest(manifest, Path(args.out) / name)
     seen = set(small1.group_names)
     characters = list(zip(small2.class_names, small2.groups, strict=True))
     novel = {
@@ -73,11 +79,7 @@ def main() -> None:
     counts = {k: len(v) for k, v in novel["splits"].items()}
     base, val = len(split["splits"]["base"]), len(split["splits"]["val"])
     print(f"small1: {base} base, {val} val characters (all {base + val} in small1_trainval.json)")
-    for name, split in (
-        ("small1_alphabets.json", alphabets),
-        ("small1_alphabets2.json", second),
-        ("small1_alphabets3.json", third),
-    ):
+    for name, split in by_alphabet.items():
         base, val = (len(split["splits"][k]) for k in ("base", "val"))
         print(f"small1 by alphabet: {base} base, {val} val characters ({name})")
     print(f"small2: {counts['novel']} novel characters, {counts['seen_in_small1']} also in small1 (not used)")
