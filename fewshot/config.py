@@ -107,6 +107,22 @@ class DistillConfig:
 
 
 @dataclass
+class BaseHeadConfig:
+    """protonet: also classify every episode image among all base classes (a training-only head)."""
+
+    weight: float = 0.0  # weight of that cross-entropy, added to the episode loss; 0 = no head
+
+
+@dataclass
+class TrainWhitenConfig:
+    """protonet: distances in training measured after whitening each episode's features."""
+
+    # shrinkage of the episode's within-class covariance towards the identity (as @whiten=<s> at
+    # test time); null = plain squared Euclidean distances
+    shrink: float | None = None
+
+
+@dataclass
 class TrainConfig:
     steps: int = 1000
     seed: int = 0
@@ -145,6 +161,8 @@ class Config:
     inner: InnerConfig = field(default_factory=InnerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    base_head: BaseHeadConfig = field(default_factory=BaseHeadConfig)
+    train_whiten: TrainWhitenConfig = field(default_factory=TrainWhitenConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     summary: SummaryConfig = field(default_factory=SummaryConfig)
 
@@ -495,6 +513,22 @@ def _check(cfg: DictConfig) -> None:
                 "so raise inner.lr or lower inner.min_lr"
             )
     _check_distill(cfg)
+    base_weight = cfg.get("base_head", {}).get("weight", 0.0)  # runs saved before the option lack it
+    if base_weight < 0:
+        raise ConfigError(f"base_head.weight={base_weight} must be >= 0 (0 turns the head off)")
+    if base_weight > 0 and cfg.learner != "protonet":
+        raise ConfigError(
+            f"base_head.weight={base_weight} adds a head over the base classes to ProtoNet's episode "
+            f"loss; {cfg.learner} does not use it: drop the override or use learner protonet"
+        )
+    shrink = cfg.get("train_whiten", {}).get("shrink")  # runs saved before the option lack it
+    if shrink is not None and shrink <= 0:
+        raise ConfigError(f"train_whiten.shrink={shrink} must be > 0 (3 is usual), or null for none")
+    if shrink is not None and cfg.learner != "protonet":
+        raise ConfigError(
+            f"train_whiten.shrink={shrink} whitens ProtoNet's episode features in training; "
+            f"{cfg.learner} does not use it: drop the override or use learner protonet"
+        )
     head = cfg.model.get("head", "linear")  # runs saved before the option lack it
     if head not in HEADS:
         raise ConfigError(f"model.head={head!r} is not one of: {', '.join(HEADS)}")

@@ -115,16 +115,25 @@ def build_learner(cfg: DictConfig, channels: int, image_size: int, n_base: int) 
         backbone = build_backbone(m.backbone, channels, image_size)
         if m.pretrained:
             load_backbone_weights(backbone, m.pretrained)
-        distill = cfg.get("distill")  # runs saved before the option lack it
+        options = {  # runs saved before these options lack them
+            "base_classes": n_base,
+            "base_weight": cfg.get("base_head", {}).get("weight", 0.0),
+            "train_shrink": cfg.get("train_whiten", {}).get("shrink"),
+        }
+        distill = cfg.get("distill")
         if distill is None or distill.teacher is None:
-            return ProtoNet(backbone)
+            return ProtoNet(backbone, **options)
         members = []
         for path in distill.teacher.split(","):
             members.append(build_backbone(m.backbone, channels, image_size))
             load_backbone_weights(members[-1], path)
         teacher = members[0] if len(members) == 1 else FeatureEnsemble(members)
         return ProtoNet(
-            backbone, teacher=teacher, distill_weight=distill.weight, temperature=distill.temperature
+            backbone,
+            teacher=teacher,
+            distill_weight=distill.weight,
+            temperature=distill.temperature,
+            **options,
         )
     model = build_model(m.backbone, cfg.task.n_way, channels, image_size, m.pretrained)
     proto_head = inner.get("proto_head", False)  # runs saved before the option lack it

@@ -32,7 +32,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     # (the quick mode averages 2 test-time views where the study averages 16, and its labels say so)
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 182
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 194
     assert {
         "maml-10steps",
         "maml-pretrained-10steps",
@@ -137,6 +137,9 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "protonet-flip-16k-trainval-bf16-120way-s1-2views-whiten3-prior30",
         "protonet-flip-16k-trainval-bf16-x2-2views-whiten3-prior30",
         "protonet-flip-16k-trainval-bf16-120way-x2-2views-whiten3-prior30",
+        "protonet-flip-16k-trainval-bf16-globalmax-2views-whiten3-prior30",
+        "protonet-flip-16k-trainval-bf16-globalmax-s1-2views-whiten3-prior30",
+        "protonet-flip-16k-trainval-bf16-globalmax-x2-2views-whiten3-prior30",
     } <= set(report["methods"])
     # the -flip runs train on 8 classes per character (rotations and mirror images), the others on 4
     for run in ("pretrain", "protonet", "protomaml-protonet", "maml-pretrained"):
@@ -285,6 +288,9 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     assert (refined["views"], refined["refine"]) == (2, 2) and "refine" not in methods["protonet-flip-2views"]
     for run in ("protonet-flip-nopool", "protonet-flip-5k-trainval-nopool"):
         assert OmegaConf.load(tmp_path / run / "config.yaml").model.backbone == "conv4-nopool"
+    for run in ("protonet-flip-16k-trainval-bf16-globalmax", "protonet-flip-16k-trainval-bf16-globalmax-s1"):
+        cfg = OmegaConf.load(tmp_path / run / "config.yaml")
+        assert (cfg.model.backbone, cfg.train.seed) == ("conv4-globalmax", run.endswith("-s1"))
     # the -trainval runs train on every small1 character and are scored from their last checkpoint
     for run in (
         "protonet-flip-trainval",

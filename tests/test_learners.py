@@ -14,6 +14,7 @@ from fewshot.learners.functional import distillation_loss, forward
 from fewshot.learners.protonet import negative_squared_distances, prototypes, refined_prototypes
 from fewshot.learners.reptile import step_minibatches
 from fewshot.models import Conv4, build_backbone, channels_last
+from fewshot.models.backbones import conv_block
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -457,7 +458,8 @@ def test_conv4_width_is_part_of_the_backbone_name(tmp_path):
 
 
 def test_conv4_nopool_keeps_the_last_blocks_spatial_map():
-    """``-nopool`` drops only the last max-pool: same parameters, 3x3 positions of features."""
+    """``-nopool`` drops only the last max-pool: same parameters, 3x3 positions of features;
+    ``-globalmax`` pools all of them."""
     pooled, spatial = build_model("conv4", 5).backbone.eval(), build_model("conv4-nopool", 5).backbone.eval()
     spatial.load_state_dict(pooled.state_dict())
     images = torch.rand(3, 1, 28, 28)
@@ -468,6 +470,15 @@ def test_conv4_nopool_keeps_the_last_blocks_spatial_map():
     torch.testing.assert_close(grid[:, :, :2, :2].amax(dim=(2, 3)), pooled(images))
     with pytest.raises(ValueError, match="at least 8x8"):
         build_backbone("conv4-nopool", image_size=7)
+    # -globalmax takes the maximum over all nine positions instead, with the same parameters
+    global_max = build_model("conv4-globalmax", 5).backbone.eval()
+    global_max.load_state_dict(pooled.state_dict())
+    torch.testing.assert_close(global_max(images), grid.amax(dim=(2, 3)))
+    assert (
+        global_max.feature_dim == 64 and build_backbone("conv4-32-globalmax", image_size=84).feature_dim == 32
+    )
+    with pytest.raises(ValueError, match="pool must be one of max, none, globalmax"):
+        conv_block(1, 8, pool="avg")
 
 
 def test_torchvision_backbone_takes_a_saved_state_dict(tmp_path):
@@ -648,3 +659,83 @@ def test_protonet_with_a_teacher_mixes_the_labels_and_the_teachers_logits(small_
         ProtoNet(student, teacher=teacher, distill_weight=1.5)
     with pytest.raises(ValueError, match="temperature must be > 0"):
         ProtoNet(student, teacher=teacher, temperature=0.0)
+
+
+def test_protonet_with_a_base_head_adds_the_base_class_cross_entropy(small_synthetic):
+    """meta_loss = ProtoNet's CE + w CE of a linear head over every base class, on the features of
+    all the episode's images labelled by Episode.classes; w = 0 is plain ProtoNet with no head."""
+    batch = _double_batch(small_synthetic, tasks=2, k=2)
+    torch.manual_seed(0)
+    backbone = build_backbone("conv4").double()
+    plain, _ = ProtoNet(backbone).meta_loss(batch)
+    off = ProtoNet(backbone, base_classes=small_synthetic.num_classes, base_weight=0.0)
+    assert off.base_head is None and set(off.state_dict()) == {f"backbone.{k}" for k in backbone.state_dict()}
+    torch.testing.assert_close(off.meta_loss(batch)[0], plain)
+
+    proto = ProtoNet(backbone, base_classes=small_synthetic.num_classes, base_weight=0.5).double()
+    loss, _ = proto.meta_loss(batch)
+    expected = []
+    for i in range(2):
+        sx, sy, qx, qy = batch.support_x[i], batch.support_y[i], batch.query_x[i], batch.query_y[i]
+        feats = backbone(torch.cat((sx, qx)))
+        logits = negative_squared_distances(feats[10:], prototypes(feats[:10], sy, 5))
+        base = F.cross_entropy(proto.base_head(feats), batch.classes[i][torch.cat((sy, qy))])
+        expected.append(F.cross_entropy(logits, qy) + 0.5 * base)
+    torch.testing.assert_close(loss, torch.stack(expected).mean())
+    assert loss.item() > plain.item()  # the head's loss is there, not zero
+    loss.backward()
+    assert proto.base_head.weight.grad is not None and proto.base_head.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="base_weight must be >= 0"):
+        ProtoNet(backbone, base_classes=10, base_weight=-1.0)
+    with pytest.raises(ValueError, match="needs the number of base classes"):
+        ProtoNet(backbone, base_weight=0.5)
+
+
+def test_protonet_trained_whitened_measures_mahalanobis_distances(small_synthetic):
+    """With train_shrink, meta_loss is ProtoNet's cross-entropy with -(q - c)^T C^-1 (q - c) as
+    logits, C the shrunk within-class covariance of the episode's own features (support and
+    queries); training keeps a running average of C, which prediction whitens with."""
+    batch = _double_batch(small_synthetic, tasks=2, k=2, q=4)
+    torch.manual_seed(0)
+    backbone = build_backbone("conv4").double()
+    proto = ProtoNet(backbone, train_shrink=0.3)
+    loss, _ = proto.meta_loss(batch)
+    expected = []
+    for i in range(2):
+        sx, sy, qx, qy = batch.support_x[i], batch.support_y[i], batch.query_x[i], batch.query_y[i]
+        feats = backbone(torch.cat((sx, qx)))
+        labels = torch.cat((sy, qy))
+        means = torch.stack([feats[labels == c].mean(0) for c in range(5)])
+        residuals = feats - means[labels]
+        covariance = residuals.T @ residuals / (len(feats) - 5)
+        covariance = covariance + 0.3 * covariance.diagonal().mean() * torch.eye(64, dtype=torch.float64)
+        diff = feats[10:, None] - prototypes(feats[:10], sy, 5)[None]
+        logits = -torch.einsum("qcd,de,qce->qc", diff, torch.linalg.inv(covariance), diff)
+        expected.append(F.cross_entropy(logits, qy))
+    torch.testing.assert_close(loss, torch.stack(expected).mean())
+    plain, _ = ProtoNet(backbone).meta_loss(batch)
+    assert abs(loss.item() - plain.item()) > 1e-3
+    # training kept the running covariance: the mean of the two episodes' (the first counts fully)
+    assert int(proto.covariance_updates) == 2
+    covariances = []
+    for i in range(2):
+        feats = backbone(torch.cat((batch.support_x[i], batch.query_x[i])))
+        labels = torch.cat((batch.support_y[i], batch.query_y[i]))
+        residuals = feats - torch.stack([feats[labels == c].mean(0) for c in range(5)])[labels]
+        covariances.append(residuals.T @ residuals / (len(feats) - 5))
+    running = covariances[0] + 0.5 * (covariances[1] - covariances[0])
+    torch.testing.assert_close(proto.running_covariance, running.detach())
+    # and prediction whitens by it, shrunk alike, without updating it
+    proto.eval()
+    sx, sy, qx = batch.support_x[:1], batch.support_y[:1], batch.query_x[:1]
+    shrunk = running + 0.3 * running.diagonal().mean() * torch.eye(64, dtype=torch.float64)
+    with torch.no_grad():
+        scores = proto.adapt_batch(sx, sy)(qx)[0]
+        support, queries = backbone(sx[0]), backbone(qx[0])
+        diff = queries[:, None] - prototypes(support, sy[0], 5)[None]
+        expected = -torch.einsum("qcd,de,qce->qc", diff, torch.linalg.inv(shrunk), diff)
+    torch.testing.assert_close(scores, expected)
+    proto.meta_loss(batch)
+    assert int(proto.covariance_updates) == 2
+    with pytest.raises(ValueError, match="train_shrink must be > 0"):
+        ProtoNet(backbone, train_shrink=0.0)

@@ -173,6 +173,75 @@ def test_protonet_distils_a_teacher_run_and_is_evaluated_without_it(tmp_path, ca
     assert "protonet" in capsys.readouterr().out
 
 
+def test_protonet_with_a_base_head_saves_it_resumes_and_is_evaluated_without_it(tmp_path, capsys):
+    """base_head.weight trains a head over every base class beside ProtoNet's loss: the run's
+    checkpoints hold it (so a resumed run goes on with it), and evaluation uses the backbone alone."""
+    from fewshot.evaluate import main as evaluate
+
+    args = ["protonet", *TINY, f"train.out_dir={tmp_path}"]
+    main([*args, "train.name=headed", "base_head.weight=0.5"])
+    main([*args, "train.name=plain"])
+    headed, plain = (load_checkpoint(tmp_path / n / "last.pt")["model"] for n in ("headed", "plain"))
+    n_base = load_splits(load_config("protonet", TINY).data)[0]["base"].num_classes
+    assert headed["base_head.weight"].shape == (n_base, plain["backbone.blocks.3.0.weight"].shape[0])
+    assert set(headed) - set(plain) == {"base_head.weight", "base_head.bias"}
+    assert any(not torch.equal(headed[k], plain[k]) for k in plain)  # the head changed training
+    main(
+        [
+            "protonet",
+            f"train.resume={tmp_path / 'headed'}",
+            "train.steps=3",
+            "train.val_every=3",
+            "train.quiet=true",
+        ]
+    )
+    resumed = load_checkpoint(tmp_path / "headed" / "last.pt")
+    assert resumed["step"] == 3 and not torch.equal(
+        resumed["model"]["base_head.weight"], headed["base_head.weight"]
+    )
+    capsys.readouterr()
+    evaluate(
+        [
+            "data.num_classes=200",
+            f"data.split.manifest={tmp_path / 'headed' / 'split.json'}",
+            f"methods=[protonet:{tmp_path / 'headed'}]",
+            "settings=[5w1s]",
+            "episodes=3",
+            f"out_dir={tmp_path}",
+            "quiet=true",
+        ]
+    )
+    assert "protonet" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="base_head.weight=0.5 adds a head over the base classes"):
+        load_config("maml", ["base_head.weight=0.5"])
+    with pytest.raises(ConfigError, match="base_head.weight=-1.0 must be >= 0"):
+        load_config("protonet", ["base_head.weight=-1"])
+    with pytest.raises(ConfigError, match="train_whiten.shrink=3.0 whitens ProtoNet's episode features"):
+        load_config("reptile", ["train_whiten.shrink=3"])
+    with pytest.raises(ConfigError, match="train_whiten.shrink=0.0 must be > 0"):
+        load_config("protonet", ["train_whiten.shrink=0"])
+    # a run trained whitened saves its running covariance, which its evaluation whitens with
+    main([*args, "train.name=whitened", "train_whiten.shrink=3"])
+    saved = load_checkpoint(tmp_path / "whitened" / "last.pt")["model"]
+    assert int(saved["covariance_updates"]) == 2 * 2  # two steps of two episodes
+    assert not torch.equal(
+        saved["running_covariance"], torch.eye(len(saved["running_covariance"]), dtype=torch.float64)
+    )
+    capsys.readouterr()
+    evaluate(
+        [
+            "data.num_classes=200",
+            f"data.split.manifest={tmp_path / 'whitened' / 'split.json'}",
+            f"methods=[protonet:{tmp_path / 'whitened'}]",
+            "settings=[5w1s]",
+            "episodes=3",
+            f"out_dir={tmp_path}",
+            "quiet=true",
+        ]
+    )
+    assert "protonet" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("learner", "override", "message"),
     [

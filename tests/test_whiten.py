@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fewshot import ProtoNet, SupportWhitening, Whitened, build_model
-from fewshot.models import within_class_covariance, within_class_whitening
+from fewshot.models import whiten_by_own_spread, within_class_covariance, within_class_whitening
 
 
 def _classes(n_classes=30, per_class=40, seed=0):
@@ -146,3 +146,33 @@ def test_protonet_whitens_each_episode_with_its_own_matrix():
             torch.testing.assert_close(logits[i], expected, atol=1e-3, rtol=1e-4)
     plain = ProtoNet(backbone).eval().adapt_batch(support_x, support_y)(query_x)
     assert not torch.allclose(plain, logits)
+
+
+def test_whitening_by_own_spread_gives_mahalanobis_distances_and_a_finite_gradient():
+    """Squared distances between the whitened features are (x - y)^T C^-1 (x - y) for the features'
+    own shrunk within-class covariance C; with almost no shrinkage that spread becomes the identity;
+    the gradient matches finite differences."""
+    features, labels = _classes(n_classes=8, per_class=5)
+    shrink = 0.5
+    covariance = _within_covariance(features, labels)
+    shrunk = covariance + shrink * torch.linalg.eigvalsh(covariance).mean() * torch.eye(
+        6, dtype=torch.float64
+    )
+    whitened, own = whiten_by_own_spread(features, labels, 8, shrink)
+    torch.testing.assert_close(own, covariance)
+    diff = features[:, None] - features[None]
+    mahalanobis = torch.einsum("ijd,de,ije->ij", diff, torch.linalg.inv(shrunk), diff)
+    torch.testing.assert_close(torch.cdist(whitened, whitened).pow(2), mahalanobis)
+    full = whiten_by_own_spread(features, labels, 8, 1e-9)[0]
+    torch.testing.assert_close(
+        _within_covariance(full, labels), torch.eye(6, dtype=torch.float64), atol=1e-6, rtol=0
+    )
+    assert whiten_by_own_spread(features.bfloat16(), labels, 8, shrink)[0].dtype == torch.float32
+    small = features[:16].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda x: whiten_by_own_spread(x, labels[:16] % 4, 4, shrink)[0], (small,)
+    )
+    with pytest.raises(ValueError, match="shrink must be > 0"):
+        whiten_by_own_spread(features, labels, 8, 0.0)
+    with pytest.raises(ValueError, match="leave no within-class variance"):
+        whiten_by_own_spread(features[:3], torch.arange(3), 3, shrink)

@@ -314,7 +314,8 @@ def build_method(spec: MethodSpec, ctx: BuildContext) -> Learner:
             learner.backbone = ViewAveraged(learner.backbone, spec.views, ctx.seed)
         if spec.refine:  # the same
             learner.refine_steps = spec.refine
-        if spec.whiten:  # the same
+        if spec.whiten:  # the same; it replaces any whitening a run learned in training
+            learner.train_shrink = None
             key = (path, spec.members, spec.views)
             if key not in ctx.base_features:
                 ctx.base_features[key] = _base_features(learner.backbone, spec, path, config, ctx.device)
@@ -401,13 +402,17 @@ def _from_run(spec: MethodSpec, path: Path, state: Any, config: dict | None, ctx
         )
     cfg = OmegaConf.create(config)
     cfg.model.pretrained = None  # the run's own weights follow
+    model_state = state["model"]
     if cfg.get("distill") is not None:
         cfg.distill.teacher = None  # a teacher shapes training only
+    if cfg.get("base_head") is not None:  # and so does a head over the base classes
+        cfg.base_head.weight = 0.0
+        model_state = {k: v for k, v in model_state.items() if not k.startswith("base_head.")}
     for key, value in spec.adapt:
         OmegaConf.update(cfg, key, value)
     learner = build_learner(cfg, ctx.channels, ctx.image_size, n_base=1)
     try:
-        learner.load_state_dict(state["model"])
+        learner.load_state_dict(model_state)
     except RuntimeError as err:
         first = str(err).splitlines()[0]
         raise MethodError(

@@ -13,7 +13,9 @@ from fewshot.data import Episode
 from fewshot.learners.base import BatchPredictor, Learner, MetaLearner
 from fewshot.learners.features import batch_features, embed
 from fewshot.learners.functional import cross_entropy_and_accuracy, distillation_loss
-from fewshot.models import SupportWhitening, channels_last
+from fewshot.models import SupportWhitening, channels_last, whiten_by_own_spread, whitening_matrix
+
+COVARIANCE_MOMENTUM = 0.01  # of ProtoNet's running within-class covariance (train_shrink)
 
 
 def prototypes(features: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
@@ -71,6 +73,23 @@ class ProtoNet(MetaLearner):
     the features of each episode by a matrix fitted to known classes and the episode's support
     set: still inductive, a query's prediction depends on the support set and itself alone.
 
+    With ``base_classes`` > 0 and ``base_weight`` > 0, :meth:`meta_loss` adds ``base_weight``
+    times the cross-entropy of a linear head over all ``base_classes`` classes of the training
+    set, applied to the features of every image of the episode (support and queries alike,
+    labelled by ``Episode.classes``): each step then also separates the episode's classes from
+    every other base class, not only from the N - 1 others it was drawn with (the auxiliary
+    global classification of Ye et al. 2020's FEAT). The head shapes training only: adaptation
+    and prediction use the backbone alone.
+
+    With ``train_shrink`` > 0, :meth:`meta_loss` measures distances after whitening each episode's
+    features by their own within-class covariance, shrunk by ``train_shrink``
+    (:func:`~fewshot.models.whiten_by_own_spread`): training with the metric that ``whitening``
+    gives at test time, so the network is not pressed to make every direction vary alike. As
+    BatchNorm does with its statistics, training keeps a running average of those covariances
+    (``running_covariance``, a buffer saved with the weights), and :meth:`adapt_batch` whitens
+    with it, shrunk alike, unless a ``whitening`` is given: validation and evaluation then
+    measure the distances the network was trained with.
+
     With a ``teacher`` (another embedding network, e.g. a trained ProtoNet's backbone),
     :meth:`meta_loss` is distillation (Hinton et al. 2015; born-again networks, Furlanello et
     al. 2018): ``(1 - w)`` times the cross-entropy with the labels plus ``w`` times
@@ -91,6 +110,9 @@ class ProtoNet(MetaLearner):
         distill_weight: float = 0.5,
         temperature: float = 4.0,
         whitening: SupportWhitening | None = None,
+        base_classes: int = 0,
+        base_weight: float = 0.0,
+        train_shrink: float | None = None,
     ):
         super().__init__()
         if refine_steps < 0:
@@ -99,36 +121,72 @@ class ProtoNet(MetaLearner):
             raise ValueError(f"distill_weight must be between 0 and 1, got {distill_weight}")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        if base_weight < 0:
+            raise ValueError(f"base_weight must be >= 0, got {base_weight}")
+        if base_weight > 0 and base_classes < 1:
+            raise ValueError(
+                f"base_weight {base_weight} needs the number of base classes, got {base_classes}"
+            )
         self.backbone, self.refine_steps = backbone, refine_steps
         self.distill_weight, self.temperature = distill_weight, temperature
         self.whitening = whitening
+        if train_shrink is not None and train_shrink <= 0:
+            raise ValueError(f"train_shrink must be > 0 (or None for no whitening), got {train_shrink}")
+        self.base_weight, self.train_shrink = base_weight, train_shrink
+        if train_shrink is not None:
+            dim = backbone.feature_dim
+            self.register_buffer("running_covariance", torch.eye(dim, dtype=torch.float64))
+            self.register_buffer("covariance_updates", torch.zeros((), dtype=torch.long))
+        self.base_head = nn.Linear(backbone.feature_dim, base_classes) if base_weight > 0 else None
         # A tuple, not a submodule: outside state_dict(), parameters() and train()/eval().
         self._teacher = () if teacher is None else (teacher.eval().requires_grad_(False),)
 
-    def _logits(
-        self, backbone: nn.Module, sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor, n_way: int
-    ) -> torch.Tensor:
-        feats = backbone(channels_last(torch.cat((sx, qx))))
-        return negative_squared_distances(feats[len(sx) :], prototypes(feats[: len(sx)], sy, n_way))
+    @staticmethod
+    def _logits(feats: torch.Tensor, sy: torch.Tensor, n_way: int) -> torch.Tensor:
+        """ProtoNet logits of the queries from the features of support then queries."""
+        return negative_squared_distances(feats[len(sy) :], prototypes(feats[: len(sy)], sy, n_way))
 
     def _episode_loss(
-        self, sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor, qy: torch.Tensor, n_way: int
+        self,
+        sx: torch.Tensor,
+        sy: torch.Tensor,
+        qx: torch.Tensor,
+        qy: torch.Tensor,
+        classes: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self._logits(self.backbone, sx, sy, qx, n_way)
+        n_way = len(classes)
+        images = channels_last(torch.cat((sx, qx)))
+        feats = self.backbone(images)
+        metric = feats
+        if self.train_shrink is not None:
+            metric, covariance = whiten_by_own_spread(feats, torch.cat((sy, qy)), n_way, self.train_shrink)
+            if self.training:
+                self._update_running_covariance(covariance.detach())
+        logits = self._logits(metric, sy, n_way)
         loss, accuracy = cross_entropy_and_accuracy(logits, qy)
         if self._teacher:
             teacher = self._teacher[0].to(sx.device)  # a no-op once it is there
             with torch.no_grad():
-                target = self._logits(teacher, sx, sy, qx, n_way)
+                target = self._logits(teacher(images), sy, n_way)
             soft = distillation_loss(logits, target, self.temperature)
             loss = (1 - self.distill_weight) * loss + self.distill_weight * soft
+        if self.base_head is not None:
+            base_logits = self.base_head(feats).float()
+            loss = loss + self.base_weight * F.cross_entropy(base_logits, classes[torch.cat((sy, qy))])
         return loss, accuracy
 
+    @torch.no_grad()
+    def _update_running_covariance(self, covariance: torch.Tensor) -> None:
+        """The mean of the covariances seen so far over the first ``1 / COVARIANCE_MOMENTUM``
+        episodes, then an exponential moving average with that momentum."""
+        weight = max(COVARIANCE_MOMENTUM, 1.0 / (int(self.covariance_updates) + 1))
+        self.running_covariance.lerp_(covariance.to(self.running_covariance), weight)
+        self.covariance_updates += 1
+
     def meta_loss(self, batch: Episode) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        n_way = batch.classes.shape[-1]
         pairs = [
             self._episode_loss(
-                batch.support_x[i], batch.support_y[i], batch.query_x[i], batch.query_y[i], n_way
+                batch.support_x[i], batch.support_y[i], batch.query_x[i], batch.query_y[i], batch.classes[i]
             )
             for i in range(len(batch.support_x))
         ]
@@ -137,10 +195,15 @@ class ProtoNet(MetaLearner):
 
     def adapt_batch(self, support_x: torch.Tensor, support_y: torch.Tensor) -> BatchPredictor:
         """Prototypes from the support sets (backbone in eval mode: running BatchNorm statistics),
-        whitened per episode when there is a ``whitening``, refined with each episode's queries
+        whitened per episode when there is a ``whitening`` (else by the running covariance of a
+        network trained with ``train_shrink``), refined with each episode's queries
         when ``refine_steps`` > 0."""
         support, n_way = batch_features(self.backbone, support_x), int(support_y.max()) + 1
-        matrix = None if self.whitening is None else self.whitening(support, support_y, n_way)
+        matrix = None
+        if self.whitening is not None:
+            matrix = self.whitening(support, support_y, n_way)
+        elif self.train_shrink is not None:
+            matrix = whitening_matrix(self.running_covariance, self.train_shrink).to(support.dtype)
         if matrix is not None:
             support = support @ matrix
 

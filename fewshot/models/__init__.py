@@ -18,6 +18,8 @@ from fewshot.models.views import ViewAveraged
 from fewshot.models.whiten import (
     SupportWhitening,
     Whitened,
+    whiten_by_own_spread,
+    whitening_matrix,
     within_class_covariance,
     within_class_whitening,
 )
@@ -40,4 +42,6 @@ __all__ = [
     "load_backbone_weights",
     "within_class_covariance",
     "within_class_whitening",
+    "whiten_by_own_spread",
+    "whitening_matrix",
 ]

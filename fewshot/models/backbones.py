@@ -31,14 +31,21 @@ def channels_last(images: torch.Tensor) -> torch.Tensor:
     return images.contiguous(memory_format=torch.channels_last)
 
 
-def conv_block(in_channels: int, out_channels: int, pool: bool = True) -> nn.Sequential:
+POOLS = ("max", "none", "globalmax")  # how a Conv4 block pools (see conv_block)
+
+
+def conv_block(in_channels: int, out_channels: int, pool: str = "max") -> nn.Sequential:
     """3x3 conv, BatchNorm, 2x2 max-pool, ReLU: the unit of Conv-4 (Vinyals et al., Finn et al.).
 
     ReLU and max-pooling commute (both are monotone), so pooling first computes exactly
-    the usual conv-BN-ReLU-pool block while the ReLU touches 4x fewer values. Without
-    ``pool`` the block keeps its input's spatial size.
+    the usual conv-BN-ReLU-pool block while the ReLU touches 4x fewer values. With
+    ``pool="none"`` the block keeps its input's spatial size; with ``"globalmax"`` it takes
+    the maximum over every position (a 2x2 pool of an odd-sized map drops its last row and
+    column, e.g. 5 of the 9 positions of the last block at 28x28).
     """
-    pooling = [nn.MaxPool2d(2)] if pool else []
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {', '.join(POOLS)}, got {pool!r}")
+    pooling = {"max": [nn.MaxPool2d(2)], "none": [], "globalmax": [nn.AdaptiveMaxPool2d(1)]}[pool]
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.BatchNorm2d(out_channels), *pooling, nn.ReLU()
     )
@@ -48,21 +55,25 @@ class Conv4(nn.Module):
     """Four conv blocks of ``width`` filters, flattened.
 
     28x28 Omniglot images give 64 x 1 x 1 = 64 features; 84x84 mini-ImageNet images give
-    64 x 5 x 5 = 1,600 features (the standard variants). With ``pool_last=False`` the last
+    64 x 5 x 5 = 1,600 features (the standard variants). With ``last_pool="none"`` the last
     block does not pool, so the features keep where in the image each pattern was: 64 x 3 x 3
-    = 576 features at 28x28, with the same parameters and nearly the same compute.
+    = 576 features at 28x28, with the same parameters and nearly the same compute. With
+    ``"globalmax"`` it pools over all its positions: ``width`` features at any image size.
     """
 
-    def __init__(self, in_channels: int = 1, width: int = 64, image_size: int = 28, pool_last: bool = True):
+    def __init__(self, in_channels: int = 1, width: int = 64, image_size: int = 28, last_pool: str = "max"):
         super().__init__()
         self.blocks = nn.Sequential(
-            *(conv_block(in_channels if i == 0 else width, width, pool=pool_last or i < 3) for i in range(4))
+            *(
+                conv_block(in_channels if i == 0 else width, width, pool=last_pool if i == 3 else "max")
+                for i in range(4)
+            )
         )
-        pools = 4 if pool_last else 3
+        pools = 3 if last_pool == "none" else 4
         side = image_size // 2**pools
         if side < 1:
             raise ValueError(f"Conv4 needs images of at least {2**pools}x{2**pools}, got {image_size}")
-        self.feature_dim = width * side * side
+        self.feature_dim = width * (1 if last_pool == "globalmax" else side * side)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.run_blocks(x)

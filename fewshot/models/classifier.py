@@ -16,6 +16,7 @@ BACKBONES = (
     "conv4",
     "conv4-<width>",
     "conv4[-<width>]-nopool",
+    "conv4[-<width>]-globalmax",
     "resnet12",
     "resnet18",
     "resnet34",
@@ -72,14 +73,16 @@ class Classifier(nn.Module):
 
 def build_backbone(name: str, in_channels: int = 1, image_size: int = 28) -> nn.Module:
     """A backbone by name: ``conv4`` (64 filters a block), ``conv4-<width>`` (e.g. ``conv4-128``),
-    either with ``-nopool`` (no max-pool in the last block: spatial features, see Conv4),
+    either with ``-nopool`` (no max-pool in the last block: spatial features, see Conv4) or
+    ``-globalmax`` (the last block's max over all its positions),
     ``resnet12`` or a torchvision ResNet. Width and pooling live in the name, so a
     checkpoint's saved ``model.backbone`` rebuilds the same network."""
-    if match := re.fullmatch(r"conv4(?:-(\d+))?(-nopool)?", name):
+    if match := re.fullmatch(r"conv4(?:-(\d+))?(?:-(nopool|globalmax))?", name):
         width = int(match.group(1) or 64)
         if width < 1:
             raise ValueError(f"backbone {name!r}: the width must be at least 1, e.g. conv4-128")
-        return Conv4(in_channels, width, image_size, pool_last=match.group(2) is None)
+        last_pool = {None: "max", "nopool": "none"}.get(match.group(2), match.group(2))
+        return Conv4(in_channels, width, image_size, last_pool=last_pool)
     if name == "resnet12":
         return ResNet12(in_channels)
     if name.startswith("resnet"):

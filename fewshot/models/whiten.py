@@ -68,9 +68,36 @@ def within_class_whitening(features: torch.Tensor, labels: torch.Tensor, shrink:
     ones leave the features nearly as they are, up to a common scale. Computed in float64 and
     returned as ``features``' dtype.
     """
+    return whitening_matrix(within_class_covariance(features, labels), shrink).to(features.dtype)
+
+
+def whiten_by_own_spread(
+    features: torch.Tensor, labels: torch.Tensor, n_classes: int, shrink: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[M, D]`` ``features`` whitened by their own shrunk within-class covariance ``C`` (labels
+    ``[M]`` in ``0..n_classes-1``), differentiably, and that covariance unshrunk ``[D, D]``
+    (float64). The features come back as ``features @ L^-T`` with ``C = L L^T``, so squared
+    distances between them are Mahalanobis distances under ``C``: for training with the metric
+    that whitening gives at test time (the Cholesky factor keeps the gradient finite where
+    eigenvalues repeat). Computed in float64, returned in float32 (float64 for float64 features:
+    bf16 features under autocast are not rounded back to bf16)."""
     if shrink <= 0:
         raise ValueError(f"shrink must be > 0, got {shrink}")
-    return _inverse_square_root(_shrunk(within_class_covariance(features, labels), shrink)).to(features.dtype)
+    scatter, dof = _within_class_scatter(features, labels, n_classes)
+    if dof < 1:
+        raise ValueError(f"{len(features)} features of {n_classes} classes leave no within-class variance")
+    covariance = scatter / dof
+    factor = torch.linalg.cholesky(_shrunk(covariance, shrink))
+    whitened = torch.linalg.solve_triangular(factor, features.double().transpose(-1, -2), upper=False)
+    return whitened.transpose(-1, -2).to(torch.promote_types(features.dtype, torch.float32)), covariance
+
+
+def whitening_matrix(covariance: torch.Tensor, shrink: float) -> torch.Tensor:
+    """The symmetric ``[D, D]`` matrix ``(C + shrink * mean eigenvalue of C * I)^(-1/2)`` of a
+    covariance ``C``, in ``C``'s dtype; features are whitened by ``features @ matrix``."""
+    if shrink <= 0:
+        raise ValueError(f"shrink must be > 0, got {shrink}")
+    return _inverse_square_root(_shrunk(covariance.double(), shrink)).to(covariance.dtype)
 
 
 class Whitened(nn.Module):
