@@ -179,8 +179,11 @@ class ProtoNet(MetaLearner):
     def _update_running_covariance(self, covariance: torch.Tensor) -> None:
         """The mean of the covariances seen so far over the first ``1 / COVARIANCE_MOMENTUM``
         episodes, then an exponential moving average with that momentum."""
-        weight = max(COVARIANCE_MOMENTUM, 1.0 / (int(self.covariance_updates) + 1))
-        self.running_covariance.lerp_(covariance.to(self.running_covariance), weight)
+        # computed on the buffers' device: no host sync in the training step
+        weight = (1.0 / (self.covariance_updates + 1)).clamp(min=COVARIANCE_MOMENTUM)
+        self.running_covariance.lerp_(
+            covariance.to(self.running_covariance), weight.to(self.running_covariance)
+        )
         self.covariance_updates += 1
 
     def meta_loss(self, batch: Episode) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
