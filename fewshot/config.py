@@ -62,6 +62,7 @@ class TaskConfig:
     k_shot: int = 1
     q_query: int = 15
     meta_batch: int = 16
+    within_group: bool = False  # training episodes: all classes from one group (e.g. one alphabet)
 
 
 @dataclass
@@ -471,6 +472,11 @@ def _check(cfg: DictConfig) -> None:
             "train.batch_size",
         ),
     )
+    if cfg.task.within_group and cfg.learner == "pretrain":
+        raise ConfigError(
+            "task.within_group=true shapes training episodes, and pretrain trains on batches of images; "
+            "drop the override or pick an episodic learner"
+        )
     for key, (learners, what) in HEAD_STARTS.items():
         if cfg.inner[key] and cfg.learner not in learners:
             raise ConfigError(

@@ -285,13 +285,6 @@ def train(cfg: DictConfig) -> Path:
     splits, manifest = load_splits(cfg.data, required=("base", "val", "novel")[: 3 if summary else 2])
     channels, size = splits["base"].image_shape[0], splits["base"].image_shape[1]
     learner = build_learner(cfg, channels, size, splits["base"].num_classes).to(device)
-    if not resuming:
-        made = new_run_dir(cfg.train.out_dir, cfg.train.name or cfg.learner) if ctx.main else None
-        run_dir = Path(distributed.broadcast_object(str(made), ctx))
-    if ctx.main:
-        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
-        save_manifest(manifest, run_dir / "split.json")
-    opt, sched = build_optimizer(cfg.optim, parameter_groups(learner, cfg.optim), cfg.train.steps)
     train_sampler = (
         None
         if pretrain
@@ -301,10 +294,18 @@ def train(cfg: DictConfig) -> Path:
             task.k_shot,
             task.q_query,
             seed=cfg.train.seed,
+            within_group=task.within_group,
             augment=cfg.data.augment,
         )
     )
     val_sampler = val_setting.sampler(splits["val"], max(task.q_query, 1), seed=cfg.train.seed + 1)
+    if not resuming:
+        made = new_run_dir(cfg.train.out_dir, cfg.train.name or cfg.learner) if ctx.main else None
+        run_dir = Path(distributed.broadcast_object(str(made), ctx))
+    if ctx.main:
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+        save_manifest(manifest, run_dir / "split.json")
+    opt, sched = build_optimizer(cfg.optim, parameter_groups(learner, cfg.optim), cfg.train.steps)
 
     start, best = 0, -1.0
     if resuming:

@@ -32,7 +32,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     # (the quick mode averages 2 test-time views where the study averages 16, and its labels say so)
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 194
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 206
     assert {
         "maml-10steps",
         "maml-pretrained-10steps",
@@ -140,6 +140,9 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "protonet-flip-16k-trainval-bf16-globalmax-2views-whiten3-prior30",
         "protonet-flip-16k-trainval-bf16-globalmax-s1-2views-whiten3-prior30",
         "protonet-flip-16k-trainval-bf16-globalmax-x2-2views-whiten3-prior30",
+        "protonet-flip-16k-trainval-bf16-globalmax-within-2views-whiten3-prior30",
+        "protonet-flip-16k-trainval-bf16-globalmax-within-s1-2views-whiten3-prior30",
+        "protonet-flip-16k-trainval-bf16-globalmax-within-x2-2views-whiten3-prior30",
     } <= set(report["methods"])
     # the -flip runs train on 8 classes per character (rotations and mirror images), the others on 4
     for run in ("pretrain", "protonet", "protomaml-protonet", "maml-pretrained"):
@@ -291,6 +294,9 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     for run in ("protonet-flip-16k-trainval-bf16-globalmax", "protonet-flip-16k-trainval-bf16-globalmax-s1"):
         cfg = OmegaConf.load(tmp_path / run / "config.yaml")
         assert (cfg.model.backbone, cfg.train.seed) == ("conv4-globalmax", run.endswith("-s1"))
+        within = OmegaConf.load(tmp_path / run.replace("globalmax", "globalmax-within") / "config.yaml")
+        assert within.task.within_group is True and cfg.task.within_group is False
+        assert (within.model.backbone, within.train.seed) == (cfg.model.backbone, cfg.train.seed)
     # the -trainval runs train on every small1 character and are scored from their last checkpoint
     for run in (
         "protonet-flip-trainval",

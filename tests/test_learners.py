@@ -477,8 +477,36 @@ def test_conv4_nopool_keeps_the_last_blocks_spatial_map():
     assert (
         global_max.feature_dim == 64 and build_backbone("conv4-32-globalmax", image_size=84).feature_dim == 32
     )
-    with pytest.raises(ValueError, match="pool must be one of max, none, globalmax"):
+    with pytest.raises(ValueError, match="pool must be one of max, ceil, none, globalmax, globalavg"):
         conv_block(1, 8, pool="avg")
+
+
+def test_conv4_ceil_pools_keep_the_last_row_and_column_and_globalavg_takes_the_mean():
+    """``-ceil``: the third block's 7x7 map pools to 4x4, not 3x3; the extra row and column
+    are the maxima over the map's last row and column. ``-globalavg``: the mean of the last
+    block's ReLU map."""
+    plain = build_model("conv4-nopool", 5).backbone.eval()
+    ceil = build_model("conv4-ceil-globalmax", 5).backbone.eval()
+    mean = build_model("conv4-globalavg", 5).backbone.eval()
+    ceil.load_state_dict(plain.state_dict())
+    mean.load_state_dict(plain.state_dict())
+    images = torch.rand(3, 1, 28, 28)
+    third = plain.blocks[2]
+    before_pool = third[1](third[0](plain.run_blocks(images, 0, 2)))  # conv and BN of the third block: 7x7
+    pooled = ceil.run_blocks(images, 0, 3)
+    assert pooled.shape == (3, 64, 4, 4)
+    torch.testing.assert_close(pooled[:, :, :3, :3], plain.run_blocks(images, 0, 3))
+    edge_row = before_pool[:, :, 6, :].unfold(-1, 2, 2).amax(-1)  # columns 0-1, 2-3, 4-5 of the last row
+    torch.testing.assert_close(pooled[:, :, 3, :3], edge_row.relu())
+    torch.testing.assert_close(pooled[:, :, 3, 3], before_pool[:, :, 6, 6].relu())
+    last = ceil.blocks[3]
+    torch.testing.assert_close(ceil(images), last[1](last[0](pooled)).amax(dim=(2, 3)).relu())
+    torch.testing.assert_close(mean(images), plain(images).view(3, 64, 9).mean(-1))
+    assert ceil.feature_dim == mean.feature_dim == 64
+    assert build_backbone("conv4-ceil").feature_dim == 64 * 2 * 2  # 28, 14, 7, 4, 2
+    assert build_backbone("conv4-32-ceil-nopool").feature_dim == 32 * 4 * 4
+    with pytest.raises(ValueError, match="unknown backbone 'conv4-globalavg-ceil'"):
+        build_backbone("conv4-globalavg-ceil")
 
 
 def test_torchvision_backbone_takes_a_saved_state_dict(tmp_path):

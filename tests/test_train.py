@@ -8,11 +8,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from fewshot.config import ConfigError, load_config
+from fewshot.data import EpisodeSampler
 from fewshot.models import CosineHead, FeatureEnsemble, build_backbone
 from fewshot.train import (
     TrainingError,
@@ -525,3 +527,40 @@ def test_validation_can_use_another_setting_than_training(tmp_path, capsys):
         main([*wide, "train.val_setting=3way", "train.name=bad"])
     assert "train.val_setting" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_training_episodes_can_come_from_one_group(tmp_path, monkeypatch, capsys):
+    """``task.within_group=true``: every training episode's classes share a group (one alphabet),
+    the harder episodes of the within-alphabet test; validation still draws across groups."""
+    import fewshot.train
+
+    drawn: list[tuple[EpisodeSampler, np.ndarray]] = []
+
+    class Recorded(EpisodeSampler):
+        def _choose(self, indices):
+            classes, rows = super()._choose(indices)
+            drawn.append((self, classes))
+            return classes, rows
+
+    monkeypatch.setattr(fewshot.train, "EpisodeSampler", Recorded)
+    main(["protonet", *TINY, "task.n_way=5", "task.within_group=true", f"train.out_dir={tmp_path}"])
+    assert drawn and all(sampler.within_group for sampler, _ in drawn)
+    for sampler, classes in drawn:
+        groups = np.asarray(sampler.dataset.groups)[classes]  # [B, N]
+        assert (groups == groups[:, :1]).all()
+    # 20 synthetic characters an alphabet: 21-way episodes within one cannot be drawn
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "protonet",
+                *TINY,
+                "task.n_way=21",
+                "task.within_group=true",
+                f"train.out_dir={tmp_path}",
+                "train.name=wide",
+            ]
+        )
+    assert "within one group, but the largest group has 20" in capsys.readouterr().err
+    assert not (tmp_path / "wide").exists()
+    with pytest.raises(ConfigError, match="task.within_group=true shapes training episodes"):
+        load_config("pretrain", ["task.within_group=true"])

@@ -31,23 +31,34 @@ def channels_last(images: torch.Tensor) -> torch.Tensor:
     return images.contiguous(memory_format=torch.channels_last)
 
 
-POOLS = ("max", "none", "globalmax")  # how a Conv4 block pools (see conv_block)
+POOLS = ("max", "ceil", "none", "globalmax", "globalavg")  # how a Conv4 block pools (see conv_block)
 
 
 def conv_block(in_channels: int, out_channels: int, pool: str = "max") -> nn.Sequential:
     """3x3 conv, BatchNorm, 2x2 max-pool, ReLU: the unit of Conv-4 (Vinyals et al., Finn et al.).
 
     ReLU and max-pooling commute (both are monotone), so pooling first computes exactly
-    the usual conv-BN-ReLU-pool block while the ReLU touches 4x fewer values. With
-    ``pool="none"`` the block keeps its input's spatial size; with ``"globalmax"`` it takes
-    the maximum over every position (a 2x2 pool of an odd-sized map drops its last row and
-    column, e.g. 5 of the 9 positions of the last block at 28x28).
+    the usual conv-BN-ReLU-pool block while the ReLU touches 4x fewer values. A 2x2 pool of
+    an odd-sized map drops its last row and column (at 28x28 the third block's 7x7 becomes
+    3x3, and the last block's 3x3 keeps only its top-left 2x2): ``pool="ceil"`` rounds the
+    output size up instead, so every position is read. With ``"none"`` the block keeps its
+    input's spatial size; ``"globalmax"`` takes the maximum over every position and
+    ``"globalavg"`` the mean (after the ReLU, as ResNets pool).
     """
     if pool not in POOLS:
         raise ValueError(f"pool must be one of {', '.join(POOLS)}, got {pool!r}")
-    pooling = {"max": [nn.MaxPool2d(2)], "none": [], "globalmax": [nn.AdaptiveMaxPool2d(1)]}[pool]
+    if pool == "globalavg":
+        layers = [nn.ReLU(), nn.AdaptiveAvgPool2d(1)]  # the mean does not commute with ReLU
+    else:
+        pooling = {
+            "max": [nn.MaxPool2d(2)],
+            "ceil": [nn.MaxPool2d(2, ceil_mode=True)],
+            "none": [],
+            "globalmax": [nn.AdaptiveMaxPool2d(1)],
+        }[pool]
+        layers = [*pooling, nn.ReLU()]
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.BatchNorm2d(out_channels), *pooling, nn.ReLU()
+        nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.BatchNorm2d(out_channels), *layers
     )
 
 
@@ -58,22 +69,37 @@ class Conv4(nn.Module):
     64 x 5 x 5 = 1,600 features (the standard variants). With ``last_pool="none"`` the last
     block does not pool, so the features keep where in the image each pattern was: 64 x 3 x 3
     = 576 features at 28x28, with the same parameters and nearly the same compute. With
-    ``"globalmax"`` it pools over all its positions: ``width`` features at any image size.
+    ``"globalmax"`` or ``"globalavg"`` it pools over all its positions: ``width`` features at
+    any image size. ``ceil=True``: the first three blocks pool with ``"ceil"`` (28x28 maps
+    go 14, 7, 4 instead of 14, 7, 3), so no row or column is dropped on the way.
     """
 
-    def __init__(self, in_channels: int = 1, width: int = 64, image_size: int = 28, last_pool: str = "max"):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        width: int = 64,
+        image_size: int = 28,
+        last_pool: str = "max",
+        ceil: bool = False,
+    ):
         super().__init__()
+        inner = "ceil" if ceil else "max"
         self.blocks = nn.Sequential(
             *(
-                conv_block(in_channels if i == 0 else width, width, pool=last_pool if i == 3 else "max")
+                conv_block(in_channels if i == 0 else width, width, pool=last_pool if i == 3 else inner)
                 for i in range(4)
             )
         )
-        pools = 3 if last_pool == "none" else 4
-        side = image_size // 2**pools
-        if side < 1:
-            raise ValueError(f"Conv4 needs images of at least {2**pools}x{2**pools}, got {image_size}")
-        self.feature_dim = width * (1 if last_pool == "globalmax" else side * side)
+        pools = (inner,) * 3 + ((last_pool,) if last_pool in ("max", "ceil") else ())
+        side = image_size
+        for pool in pools:
+            side = -(-side // 2) if pool == "ceil" else side // 2
+        if side < 1:  # only floor pools can get there
+            n = len(pools)
+            raise ValueError(
+                f"Conv4 needs images of at least {2**n}x{2**n} ({n} 2x2 pools), got {image_size}"
+            )
+        self.feature_dim = width * (1 if last_pool.startswith("global") else side * side)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.run_blocks(x)

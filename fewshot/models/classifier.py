@@ -15,8 +15,10 @@ from fewshot.models.backbones import Conv4, ResNet12, TorchvisionBackbone
 BACKBONES = (
     "conv4",
     "conv4-<width>",
-    "conv4[-<width>]-nopool",
-    "conv4[-<width>]-globalmax",
+    "conv4[-<width>][-ceil]-nopool",
+    "conv4[-<width>][-ceil]-globalmax",
+    "conv4[-<width>][-ceil]-globalavg",
+    "conv4[-<width>]-ceil",
     "resnet12",
     "resnet18",
     "resnet34",
@@ -73,16 +75,17 @@ class Classifier(nn.Module):
 
 def build_backbone(name: str, in_channels: int = 1, image_size: int = 28) -> nn.Module:
     """A backbone by name: ``conv4`` (64 filters a block), ``conv4-<width>`` (e.g. ``conv4-128``),
-    either with ``-nopool`` (no max-pool in the last block: spatial features, see Conv4) or
-    ``-globalmax`` (the last block's max over all its positions),
+    optionally ``-ceil`` (the first three blocks' pools keep odd maps' last row and column),
+    then either ``-nopool`` (no max-pool in the last block: spatial features, see Conv4),
+    ``-globalmax`` or ``-globalavg`` (the last block's max or mean over all its positions);
     ``resnet12`` or a torchvision ResNet. Width and pooling live in the name, so a
     checkpoint's saved ``model.backbone`` rebuilds the same network."""
-    if match := re.fullmatch(r"conv4(?:-(\d+))?(?:-(nopool|globalmax))?", name):
+    if match := re.fullmatch(r"conv4(?:-(\d+))?(-ceil)?(?:-(nopool|globalmax|globalavg))?", name):
         width = int(match.group(1) or 64)
         if width < 1:
             raise ValueError(f"backbone {name!r}: the width must be at least 1, e.g. conv4-128")
-        last_pool = {None: "max", "nopool": "none"}.get(match.group(2), match.group(2))
-        return Conv4(in_channels, width, image_size, last_pool=last_pool)
+        last_pool = {None: "max", "nopool": "none"}.get(match.group(3), match.group(3))
+        return Conv4(in_channels, width, image_size, last_pool=last_pool, ceil=match.group(2) is not None)
     if name == "resnet12":
         return ResNet12(in_channels)
     if name.startswith("resnet"):
