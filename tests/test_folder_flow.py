@@ -84,6 +84,16 @@ def test_a_corrupt_file_is_named_unless_skipped(photos, tmp_path, capsys):
     assert "broken.png" in capsys.readouterr().err
 
 
+def test_episodes_within_a_group_are_refused_for_a_folder_without_groups(photos, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train_main(
+            ["protonet", *DATA, f"data.root={photos}", *FAST, "task.within_group=true"]
+            + [f"train.out_dir={tmp_path}"]
+        )
+    assert "are in no group, so it would change nothing" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before the run directory is made
+
+
 def test_pretrain_meta_train_and_evaluate_on_a_folder(runs, photos, tmp_path, capsys):
     assert (runs / "pretrain" / "best.pt").is_file() and (runs / "maml" / "best.pt").is_file()
     evaluate_main(

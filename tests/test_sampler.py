@@ -158,6 +158,19 @@ def test_within_group_episodes_draw_every_class_from_one_group(small_synthetic):
     assert torch.equal(sampler.batch(range(7)).query_x, again.batch(range(7)).query_x)
     with pytest.raises(ValueError, match="largest group has 20 classes"):
         EpisodeSampler(small_synthetic, 21, 1, 2, within_group=True)
+    # classes without groups, or all in one: the option would change nothing, so it is refused
+    ungrouped = ImageSet(
+        small_synthetic.images,
+        small_synthetic.offsets,
+        small_synthetic.class_names,
+        ("",) * small_synthetic.num_classes,
+    )
+    with pytest.raises(ValueError, match="are in no group, so it would change nothing"):
+        EpisodeSampler(ungrouped, 5, 1, 2, within_group=True)
+    one = small_synthetic.subset(range(20))  # the first group's 20 classes
+    with pytest.raises(ValueError, match=f"the one group {one.groups[0]!r}"):
+        EpisodeSampler(one, 5, 1, 2, within_group=True)
+    assert EpisodeSampler(one, 5, 1, 2).n_way == 5  # without it, the same classes are fine
 
 
 def test_augmented_episodes_keep_their_images_and_stay_pure(small_synthetic):

@@ -90,6 +90,18 @@ def test_omniglot_from_zip_and_folder_agree(tmp_path):
     assert torch.equal(load_omniglot(tmp_path / "extracted").images, ds.images)
 
 
+def test_omniglot_zip_is_decoded_once_per_process_until_it_changes(tmp_path):
+    _fake_omniglot_zip(tmp_path / "omni.zip")
+    first = load_omniglot(tmp_path / "omni.zip")
+    assert load_omniglot(str(tmp_path / "omni.zip")) is first  # the same zip: not decoded again
+    assert load_omniglot(tmp_path / "omni.zip", image_size=14).images.shape[-1] == 14
+    _fake_omniglot_zip(tmp_path / "omni.zip", alphabets=("Alpha", "Beta", "Gamma"))  # replaced
+    assert load_omniglot(tmp_path / "omni.zip").num_classes == 9
+    zipfile.ZipFile(tmp_path / "omni.zip").extractall(tmp_path / "extracted")
+    folder = load_omniglot(tmp_path / "extracted")  # a folder is read each time
+    assert load_omniglot(tmp_path / "extracted") is not folder
+
+
 def test_omniglot_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="images_background"):
         load_omniglot(tmp_path / "missing.zip")

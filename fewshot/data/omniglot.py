@@ -8,6 +8,7 @@ Preprocessing is the standard one: ink becomes 1 (255) on a 0 background, resize
 
 from __future__ import annotations
 
+import functools
 import zipfile
 from collections import defaultdict
 from collections.abc import Callable
@@ -41,7 +42,8 @@ def _entries(source: Path) -> list[tuple[tuple[str, str, str], Callable[[], byte
 def load_omniglot(*sources: str | Path, image_size: int = 28) -> ImageSet:
     """Load one or more Omniglot zips or folders as one :class:`ImageSet`.
 
-    Classes are characters named ``"<alphabet>/<character>"``, grouped by alphabet.
+    Classes are characters named ``"<alphabet>/<character>"``, grouped by alphabet. Zips already
+    decoded at this size in this process are not decoded again (see :func:`_decode_archives`).
 
     Raises:
         FileNotFoundError: a source does not exist (the message says where the data goes).
@@ -49,15 +51,37 @@ def load_omniglot(*sources: str | Path, image_size: int = 28) -> ImageSet:
     """
     if not sources:
         raise ValueError("load_omniglot needs at least one zip or folder")
-    by_class: dict[tuple[str, str], list[tuple[str, Callable[[], bytes]]]] = defaultdict(list)
-    for source in map(Path, sources):
-        if not source.exists():
+    paths = [Path(source) for source in sources]
+    for path in paths:
+        if not path.exists():
             raise FileNotFoundError(
-                f"Omniglot source {str(source)!r} not found; pass the path of "
+                f"Omniglot source {str(path)!r} not found; pass the path of "
                 "images_background*.zip (or its extracted folder), e.g. "
                 "../shared/data/omniglot/images_background_small1.zip, or fetch the full set "
                 "with fewshot.data.download_omniglot"
             )
+    if any(path.is_dir() for path in paths):  # a folder's files can change unseen: read it each time
+        return _decode(paths, image_size)
+    archives = tuple((str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in paths)
+    return _decode_archives(archives, image_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _decode_archives(archives: tuple[tuple[str, int, int], ...], image_size: int) -> ImageSet:
+    """:func:`_decode` of zips given as ``(path, size, mtime_ns)``, kept for this process.
+
+    A process that trains or scores many runs on the same zips (``experiments/omniglot``'s
+    queue of runs, an evaluation whitening with several runs' base classes) decodes them once,
+    not once a run. Size and modification time are part of the key, so a replaced zip is read
+    again. Nothing in fewshot writes into an ImageSet's images, so one can be shared.
+    """
+    return _decode([Path(path) for path, _, _ in archives], image_size)
+
+
+def _decode(sources: list[Path], image_size: int) -> ImageSet:
+    """Every character of ``sources`` (zips or folders, each known to exist) as one ImageSet."""
+    by_class: dict[tuple[str, str], list[tuple[str, Callable[[], bytes]]]] = defaultdict(list)
+    for source in sources:
         entries = _entries(source)
         if not entries:
             raise ValueError(f"no Omniglot images (<alphabet>/<character>/*.png) in {str(source)!r}")

@@ -116,7 +116,8 @@ class EpisodeSampler:
 
     Raises:
         ValueError: if a size is not positive, if ``n_way`` exceeds the classes available
-            (in every group, with ``within_group``), or if a class has fewer than
+            (in every group, with ``within_group``), if ``within_group`` is asked of classes
+            that are all in one group (it would change nothing), or if a class has fewer than
             ``k_shot + q_query`` images (the error names it).
     """
 
@@ -156,6 +157,15 @@ class EpisodeSampler:
         self.n_way, self.k_shot, self.q_query, self.seed = n_way, k_shot, q_query, seed
         self.within_group = within_group
         if within_group:
+            if len(dataset.group_names) == 1:
+                only = dataset.group_names[0]
+                raise ValueError(
+                    f"within_group (task.within_group=true, or a -within setting) draws each "
+                    f"episode's classes from one group, but all {dataset.num_classes} classes are in "
+                    + (f"the one group {only!r}" if only else "no group")
+                    + ", so it would change nothing; use data whose classes have groups (Omniglot's "
+                    "alphabets, or folders root/<group>/<class>/) or leave it off"
+                )
             index = {g: i for i, g in enumerate(dataset.group_names)}
             group_of = np.array([index[g] for g in dataset.groups], dtype=np.int64)
             sizes = np.bincount(group_of, minlength=len(index))
