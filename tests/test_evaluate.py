@@ -31,6 +31,7 @@ from fewshot.evaluation import (
 from fewshot.evaluation.partial import PartialScores
 from fewshot.evaluation.report import FILES
 from fewshot.learners.features import embed_dataset
+from fewshot.learners.functional import batch_statistics
 from fewshot.models import (
     FeatureEnsemble,
     SupportWhitening,
@@ -341,8 +342,8 @@ def test_report_files_are_complete_and_parseable(small_synthetic, tmp_path):
         ("maml:runs/x@inner.steps=3", "key one of inner.test_steps, inner.test_lr"),
         ("maml:runs/x@inner.test_steps=2.5", "inner.test_steps must be a positive int, not '2.5'"),
         ("reptile:runs/x@inner.test_lr=-1", "inner.test_lr must be a positive float"),
-        ("maml:runs/x@views=4", "applies to protonet, simpleshot, finetune only"),
-        ("finetune-freeze2:runs/x@views=4", "applies to protonet, simpleshot, finetune only"),
+        ("anil:runs/x@views=4", "applies to protonet, simpleshot, finetune, maml, fomaml only"),
+        ("finetune-freeze2:runs/x@views=4", "applies to protonet, simpleshot, finetune, maml, fomaml only"),
         ("protonet:runs/x@views=0", "n a positive integer, not '0'"),
         ("protonet:runs/x@views=2@views=3", "give @views=<n> once"),
         ("simpleshot:runs/x@refine=1", "refines ProtoNet's class means, so it applies to protonet only"),
@@ -582,6 +583,28 @@ def test_views_average_frozen_features_and_are_part_of_a_method(runs, tmp_path):
         _evaluate(tmp_path, f"methods=[{spec}]", "name=b", f"reuse=[{tmp_path}/a]")
         assert json.loads((tmp_path / "b" / "report.json").read_text())["reused"].get("5w1s", {}) == reused
         shutil.rmtree(tmp_path / "b")
+
+
+def test_views_go_through_a_maml_runs_backbone_as_it_adapts(runs):
+    """With a negligible test lr the adapted network is the trained one, so the predictions are
+    its head on each query's features averaged over the views, BatchNorm on the batch of all of them."""
+    ctx = BuildContext(1, 28, "conv4", OmegaConf.create({}), seed=0)
+    spec = f"maml:{runs}/maml@inner.test_lr=1e-12"
+    plain, four = (build_method(parse_method(s), ctx) for s in (spec, f"{spec}@views=4"))
+    episode = EpisodeSampler(
+        load_splits(OmegaConf.load(runs / "maml" / "config.yaml").data)[0]["val"], 5, 1, 3
+    ).episode(0)
+    theta = affine_matrices(3, torch.Generator().manual_seed(0))
+    x = episode.query_x
+    copies = torch.cat([x, *(warp(x, t.expand(len(x), 2, 3)) for t in theta)])
+    net = plain.model
+    with torch.no_grad(), batch_statistics(net):
+        expected = net.head(net.backbone(copies).unflatten(0, (4, len(x))).mean(0))
+    logits = four.adapt(episode.support_x, episode.support_y)(x)
+    torch.testing.assert_close(logits, expected, atol=1e-3, rtol=1e-3)  # channels-last rounding
+    unviewed = plain.adapt(episode.support_x, episode.support_y)(x)
+    assert (logits - unviewed).abs().max() > 0.05
+    assert four.test_steps == plain.test_steps  # the same adaptation, on the views
 
 
 def test_whitening_is_fitted_on_the_runs_own_base_classes_and_is_part_of_a_method(runs, tmp_path):

@@ -20,6 +20,9 @@ baseline's schedule can be changed the same way, for that method alone:
 rest). Methods that see images only through frozen features (``protonet``, ``simpleshot``,
 ``finetune``) take ``@views=<V>``: each image's features averaged over the image and V - 1
 fixed affine copies of it (test-time augmentation, :class:`fewshot.models.views.ViewAveraged`).
+``maml`` and ``fomaml`` runs take it too: there the views go through the backbone as it adapts,
+so each inner step's support loss and the predictions use view-averaged features (BatchNorm's
+batch statistics then span all the views).
 A ``protonet`` run also takes ``@refine=<R>``: R rounds of soft k-means refine its class means
 with the episode's unlabelled queries (transductive inference,
 :func:`fewshot.learners.protonet.refined_prototypes`), and ``@whiten=<s>``: its features (after
@@ -75,7 +78,8 @@ BACKBONE_KINDS = ("finetune", "finetune-linear", "finetune-full", "finetune-free
 KINDS = (*RUN_KINDS, *BACKBONE_KINDS, "scratch")
 STEPPED_KINDS = tuple(k for k in RUN_KINDS if k != "protonet")  # runs whose adaptation has steps
 ADAPT_KEYS = {"inner.test_steps": int, "inner.test_lr": float}  # what ``@key=value`` may change
-VIEW_KINDS = ("protonet", "simpleshot", "finetune")  # frozen features: ``@views=<V>`` applies
+# ``@views=<V>`` applies: frozen features, and (M)AML runs, whose views go through the adapting backbone
+VIEW_KINDS = ("protonet", "simpleshot", "finetune", "maml", "fomaml")
 FINETUNE_KEYS = {
     "finetune.lr": float,
     "finetune.backbone_lr": float,
@@ -168,7 +172,7 @@ def parse_method(text: str) -> MethodSpec:
             kind,
             views,
             VIEW_KINDS,
-            "averages frozen features (not those of methods that change the backbone per episode)",
+            "averages each image's features over views (frozen features, or a MAML run's as it adapts)",
         )
         if views
         else 1
@@ -310,8 +314,10 @@ def build_method(spec: MethodSpec, ctx: BuildContext) -> Learner:
         if spec.members:  # a protonet ensemble
             others = [_from_run(spec, *_load(spec, member, ctx), ctx) for member in spec.members]
             learner.backbone = FeatureEnsemble([learner.backbone, *(o.backbone for o in others)])
-        if spec.views > 1:  # a protonet run
+        if spec.views > 1 and spec.kind == "protonet":
             learner.backbone = ViewAveraged(learner.backbone, spec.views, ctx.seed)
+        elif spec.views > 1:  # maml or fomaml: every inner step and prediction sees the views
+            learner.model.backbone = ViewAveraged(learner.model.backbone, spec.views, ctx.seed)
         if spec.refine:  # the same
             learner.refine_steps = spec.refine
         if spec.whiten:  # the same; it replaces any whitening a run learned in training
