@@ -161,6 +161,7 @@ def build_learner(cfg: DictConfig, channels: int, image_size: int, n_base: int) 
         test_lr=inner.test_lr,
         proto_head=proto_head,
         zero_head=inner.get("zero_head", False),
+        test_norm=inner.get("test_norm", "batch"),
         **extra,
     )
 

@@ -32,7 +32,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     # (the quick mode averages 2 test-time views where the study averages 16, and its labels say so)
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 206
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 214
     assert {
         "maml-10steps",
         "maml-pretrained-10steps",
@@ -143,6 +143,8 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "protonet-flip-16k-trainval-bf16-globalmax-within-2views-whiten3-prior30",
         "protonet-flip-16k-trainval-bf16-globalmax-within-s1-2views-whiten3-prior30",
         "protonet-flip-16k-trainval-bf16-globalmax-within-x2-2views-whiten3-prior30",
+        "protomaml-protonet-flip-16k-trainval-bf16-globalmax-init",
+        "protomaml-protonet-flip-16k-trainval-bf16-globalmax-within-s1-init-2views",
     } <= set(report["methods"])
     # the -flip runs train on 8 classes per character (rotations and mirror images), the others on 4
     for run in ("pretrain", "protonet", "protomaml-protonet", "maml-pretrained"):
@@ -271,6 +273,14 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         ("maml-zero-protonet-flip-5k-trainval-init", "protonet-flip-5k-trainval/last.pt"),
         ("maml-zero-pretrained-flip-init", "pretrain-flip/best.pt"),
         ("protomaml-protonet-flip-5k-trainval-init", "protonet-flip-5k-trainval/last.pt"),
+        (
+            "protomaml-protonet-flip-bf16-alphabets-globalmax-init",
+            "protonet-flip-bf16-alphabets-globalmax/best.pt",
+        ),
+        (
+            "protomaml-protonet-flip-16k-trainval-bf16-globalmax-s1-init",
+            "protonet-flip-16k-trainval-bf16-globalmax-s1/last.pt",
+        ),
     ):
         init = torch.load(tmp_path / run / "last.pt", weights_only=True)["model"]
         begun = torch.load(tmp_path / start, weights_only=True)["model"]
@@ -287,6 +297,10 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         assert rates and not all(torch.equal(r, torch.full_like(r, 0.2)) for r in rates)
     methods = json.loads((tmp_path / "eval" / "methods.json").read_text())
     assert methods["protonet-flip-2views"]["views"] == 2 and "views" not in methods["protonet-flip"]
+    viewed = methods[
+        "protomaml-protonet-flip-16k-trainval-bf16-globalmax-within-s1-init-2views"
+    ]  # Proto-MAML's views
+    assert (viewed["kind"], viewed["views"]) == ("fomaml", 2)
     refined = methods["protonet-flip-2views-refine2"]
     assert (refined["views"], refined["refine"]) == (2, 2) and "refine" not in methods["protonet-flip-2views"]
     for run in ("protonet-flip-nopool", "protonet-flip-5k-trainval-nopool"):

@@ -380,6 +380,30 @@ def test_inner_steps_never_touch_running_statistics(small_synthetic):
     assert model.training  # modes are restored too
 
 
+@pytest.mark.parametrize("cls", [MAML, ANIL])
+def test_running_test_norm_classifies_each_query_on_its_own(small_synthetic, cls):
+    torch.manual_seed(0)
+    model = build_model("conv4", 5)
+    with torch.no_grad():
+        model(torch.rand(40, 1, 28, 28))  # running statistics of their own, as a trained network has
+    batch = EpisodeSampler(small_synthetic, 5, 1, 3, seed=0).batch(range(2))
+    ep = EpisodeSampler(small_synthetic, 5, 1, 3, seed=0).episode(0)
+    for norm, alone in (("batch", False), ("running", True)):
+        learner = cls(model, test_steps=2, test_norm=norm).eval()
+        predict = learner.adapt(ep.support_x, ep.support_y)
+        together = predict(ep.query_x)
+        one_by_one = torch.cat([predict(ep.query_x[i : i + 1]) for i in range(len(ep.query_x))])
+        assert torch.allclose(together, one_by_one, atol=1e-4) == alone
+    # before any real step, the running learner is the network in eval mode
+    still = cls(model, test_lr=1e-12, test_norm="running").eval()
+    torch.testing.assert_close(still.adapt(ep.support_x, ep.support_y)(ep.query_x), model.eval()(ep.query_x))
+    # meta-training normalises by the batch either way
+    losses = [cls(model, test_norm=norm).train().meta_loss(batch)[0] for norm in ("batch", "running")]
+    assert torch.equal(*losses)
+    with pytest.raises(ValueError, match="test_norm must be 'batch' or 'running'"):
+        cls(model, test_norm="eval")
+
+
 def test_adapt_does_not_change_the_initialization(small_synthetic):
     model = build_model("conv4", 5)
     init = {n: p.detach().clone() for n, p in model.named_parameters()}

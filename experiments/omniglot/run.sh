@@ -404,6 +404,17 @@ for seed in 0 1; do
     train.steps=16000 train.val_every=4000 "$TRAINVAL" train.bf16=true model.backbone=conv4-globalmax \
     task.within_group=true train.seed=$seed
 done
+# Session 47. Proto-MAML's rule (a class-mean head, then 3 SGD steps of 0.01 through the whole network) from the
+# conv4-globalmax networks, not meta-trained (one step at outer lr 0, as the -init runs of session 29), scored with
+# test-time views that go through the backbone as it adapts (@views=16; README): from the first alphabet split's
+# validation network, where it was chosen, and from the four 16,000-step networks.
+train protomaml-protonet-flip-bf16-alphabets-globalmax-init fomaml protomaml \
+  "model.pretrained=$OUT/protonet-flip-bf16-alphabets-globalmax/best.pt" optim.lr=0 train.steps=1 train.val_every=1 \
+  data.reflections=true "data.split.manifest=$OUT/small1_alphabets.json" model.backbone=conv4-globalmax
+for start in protonet-flip-16k-trainval-bf16-globalmax{,-s1,-within,-within-s1}; do
+  train protomaml-$start-init fomaml protomaml "model.pretrained=$OUT/$start/last.pt" optim.lr=0 train.steps=1 \
+    train.val_every=1 data.reflections=true "$TRAINVAL" model.backbone=conv4-globalmax
+done
 python "$EXP/train_runs.py" "$QUEUE" "$OUT/timings.tsv"
 [[ $TRAIN_ONLY == 1 ]] && { echo "training done: $OUT"; exit 0; }
 
@@ -527,6 +538,13 @@ LAST_PROTONETS=(protonet-flip-5k-trainval-distill-x2 protonet-flip-10k-trainval 
 for run in "${LAST_PROTONETS[@]}"; do
   VIEWS[$run]=$NVIEWS CHECKPOINT[$run]=last.pt KIND[$run]=protonet
 done
+# Session 47's Proto-MAML starts from the conv4-globalmax networks, also scored with views through the adapting backbone.
+PROTOMAML_GLOBALMAX=()
+for start in protonet-flip-16k-trainval-bf16-globalmax{,-s1,-within,-within-s1}; do
+  run=protomaml-$start-init
+  PROTOMAML_GLOBALMAX+=("$run")
+  VIEWS[$run]=$NVIEWS CHECKPOINT[$run]=last.pt KIND[$run]=fomaml
+done
 candidates=()
 for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained protomaml-pretrained protomaml-protonet \
            reptile reptile-pretrained protonet protonet-pretrained protonet-flip protomaml-protonet-flip \
@@ -553,7 +571,8 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
            metasgd-zero-rates1e-3-protonet-flip-5k-trainval-s1 metasgd-zero-min0-pretrained-flip \
            metasgd-zero-10steps-pretrained-flip metasgd-zero-min0-pretrained-flip-s1 \
            protonet-flip-5k-trainval-distill protonet-flip-5k-trainval-distill-s1 \
-           reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2-s1 "${LAST_PROTONETS[@]}" protonet-flip-bf16; do
+           reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2-s1 "${LAST_PROTONETS[@]}" protonet-flip-bf16 \
+           "${PROTOMAML_GLOBALMAX[@]}"; do
   checkpoint=${CHECKPOINT[$run]:-best.pt}
   [[ -f "$OUT/$run/$checkpoint" ]] || continue
   kind=${KIND[$run]:-${run%-pretrained}}

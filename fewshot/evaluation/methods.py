@@ -13,7 +13,9 @@ linear probe, a partially or fully fine-tuned network, and a nearest-centroid cl
 A checkpoint is a ``.pt`` file or a run directory (its ``best.pt``, else ``last.pt``), and
 is read with ``weights_only=True``. A run's test-time adaptation can be changed without
 retraining: ``maml10=maml:runs/maml@inner.test_steps=10`` adapts with 10 steps instead of the
-run's own ``inner.test_steps`` (keys: ``inner.test_steps``, ``inner.test_lr``). A fine-tuning
+run's own ``inner.test_steps`` (keys: ``inner.test_steps``, ``inner.test_lr``, and for the MAML
+family ``inner.test_norm=running``: BatchNorm on the run's running statistics, so that each image
+is classified on its own, instead of on each batch's). A fine-tuning
 baseline's schedule can be changed the same way, for that method alone:
 ``ft=finetune-full:runs/pretrain@finetune.backbone_lr=0.0001`` (keys: ``finetune.lr``,
 ``finetune.backbone_lr``, ``finetune.epochs``; the evaluation's ``finetune`` group sets the
@@ -78,6 +80,7 @@ BACKBONE_KINDS = ("finetune", "finetune-linear", "finetune-full", "finetune-free
 KINDS = (*RUN_KINDS, *BACKBONE_KINDS, "scratch")
 STEPPED_KINDS = tuple(k for k in RUN_KINDS if k != "protonet")  # runs whose adaptation has steps
 ADAPT_KEYS = {"inner.test_steps": int, "inner.test_lr": float}  # what ``@key=value`` may change
+NORMS = ("batch", "running")  # ``@inner.test_norm=<norm>``, for the MAML family (not reptile)
 # ``@views=<V>`` applies: frozen features, and (M)AML runs, whose views go through the adapting backbone
 VIEW_KINDS = ("protonet", "simpleshot", "finetune", "maml", "fomaml")
 FINETUNE_KEYS = {
@@ -103,7 +106,7 @@ class MethodSpec:
     kind: str
     checkpoint: Path | None = None
     freeze_blocks: int = 0
-    adapt: tuple[tuple[str, int | float], ...] = ()
+    adapt: tuple[tuple[str, int | float | str], ...] = ()
     views: int = 1
     refine: int = 0
     members: tuple[Path, ...] = ()
@@ -238,9 +241,17 @@ def _parse_prior(text: str, kind: str, whiten: list[str], given: list[str]) -> f
     return number
 
 
-def _parse_adapt(text: str, kind: str, change: str) -> tuple[str, int | float]:
+def _parse_adapt(text: str, kind: str, change: str) -> tuple[str, int | float | str]:
     """One ``key=value`` of a spec's ``@`` part: a change to a run's test-time adaptation, or to
     a fine-tuning baseline's schedule."""
+    key, sep, value = change.partition("=")
+    if kind in STEPPED_KINDS and key == "inner.test_norm":
+        if kind == "reptile" or value not in NORMS:
+            raise MethodError(
+                f"method {text!r}: inner.test_norm is {' or '.join(NORMS)} (BatchNorm on each batch, or on "
+                "the running statistics), for maml, fomaml, metasgd and anil runs"
+            )
+        return key, value
     if kind in STEPPED_KINDS:
         keys = ADAPT_KEYS
     elif kind.startswith("finetune"):
@@ -252,9 +263,9 @@ def _parse_adapt(text: str, kind: str, change: str) -> tuple[str, int | float]:
             "protonet also @refine=<R>, @whiten=<s> and @prior=<n>); "
             "scratch takes finetune.<key>=... for the evaluation"
         )
-    key, sep, value = change.partition("=")
     if not sep or key not in keys:
-        raise MethodError(f"method {text!r}: {change!r} is not key=value with key one of {', '.join(keys)}")
+        names = [*keys, "inner.test_norm"] if keys is ADAPT_KEYS else list(keys)
+        raise MethodError(f"method {text!r}: {change!r} is not key=value with key one of {', '.join(names)}")
     try:
         number = keys[key](value)
     except ValueError:

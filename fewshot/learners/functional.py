@@ -75,8 +75,17 @@ def batch_statistics(module: nn.Module, composite: bool = False) -> Iterator[Non
             m.__dict__.pop("forward", None)
 
 
-def forward(module: nn.Module, params: Params, x: torch.Tensor, composite_norm: bool = False) -> torch.Tensor:
-    """``module(x)`` with ``params`` in place of its own, BatchNorm on batch statistics."""
+def forward(
+    module: nn.Module,
+    params: Params,
+    x: torch.Tensor,
+    composite_norm: bool = False,
+    batch_stats: bool = True,
+) -> torch.Tensor:
+    """``module(x)`` with ``params`` in place of its own, BatchNorm on batch statistics (with
+    ``batch_stats=False``, as the module's mode says: its running statistics in eval mode)."""
+    if not batch_stats:
+        return functional_call(module, params, (x,), strict=False)
     with batch_statistics(module, composite=composite_norm):
         return functional_call(module, params, (x,), strict=False)
 

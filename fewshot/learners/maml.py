@@ -56,6 +56,11 @@ class MAML(MetaLearner):
             :func:`~fewshot.learners.functional.zero_head`): the first inner step turns it into
             a class-mean head, so no head is meta-learned and every number of ways starts
             alike. Not with ``proto_head``.
+        test_norm: BatchNorm outside training: ``"batch"`` normalises every forward pass by
+            its own batch (Finn et al.'s MAML, at test too), so a query's prediction depends
+            on the other queries of its episode; ``"running"`` uses the model's running
+            statistics, so each image is classified on its own (inductive). Meta-training
+            always uses batch statistics.
 
     Example:
         >>> maml = MAML(build_model("conv4", n_way=5), inner_lr=0.4, inner_steps=1)
@@ -78,8 +83,11 @@ class MAML(MetaLearner):
         channels_last: bool = True,
         proto_head: bool = False,
         zero_head: bool = False,
+        test_norm: str = "batch",
     ):
         super().__init__()
+        if test_norm not in ("batch", "running"):
+            raise ValueError(f"test_norm must be 'batch' or 'running', got {test_norm!r}")
         if proto_head and zero_head:
             raise ValueError("proto_head and zero_head are two starts for the head; pick one")
         if strategy not in ("auto", "loop", "threads", "vmap"):
@@ -92,6 +100,7 @@ class MAML(MetaLearner):
         self.test_lr = inner_lr if test_lr is None else test_lr
         self.strategy, self.channels_last = strategy, channels_last
         self.proto_head, self.zero_head = proto_head, zero_head
+        self.test_norm = test_norm
         self._in_vmap = False  # set while a batch of tasks runs under torch.vmap
 
     # -- what the variants override -------------------------------------------------
@@ -106,11 +115,21 @@ class MAML(MetaLearner):
         return x
 
     def _classify(self, params: Params, h: torch.Tensor) -> torch.Tensor:
-        return forward(self._net, params, h, self._in_vmap)
+        return forward(self._net, params, h, self._in_vmap, self._batch_stats)
 
     def _features(self, params: Params, h: torch.Tensor) -> torch.Tensor:
         """Backbone features of what :meth:`_embed` returned (MAML: the images themselves)."""
-        return forward(self._net.backbone, submodule_params(params, "backbone."), h, self._in_vmap)
+        return self._backbone(params, h)
+
+    def _backbone(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        return forward(
+            self._net.backbone, submodule_params(params, "backbone."), x, self._in_vmap, self._batch_stats
+        )
+
+    @property
+    def _batch_stats(self) -> bool:
+        """Whether BatchNorm normalises by the batch: always in training, and per ``test_norm`` outside."""
+        return self.training or self.test_norm == "batch"
 
     @property
     def _net(self) -> Classifier:
@@ -311,7 +330,7 @@ class ANIL(MAML):
     adapted_prefix = "head."
 
     def _embed(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        return forward(self._net.backbone, submodule_params(params, "backbone."), x, self._in_vmap)
+        return self._backbone(params, x)
 
     def _classify(self, params: Params, h: torch.Tensor) -> torch.Tensor:
         return forward(self._net.head, submodule_params(params, "head."), h, self._in_vmap)
