@@ -538,7 +538,8 @@ LAST_PROTONETS=(protonet-flip-5k-trainval-distill-x2 protonet-flip-10k-trainval 
 for run in "${LAST_PROTONETS[@]}"; do
   VIEWS[$run]=$NVIEWS CHECKPOINT[$run]=last.pt KIND[$run]=protonet
 done
-# Session 47's Proto-MAML starts from the conv4-globalmax networks, also scored with views through the adapting backbone.
+# Session 47's Proto-MAML starts from the conv4-globalmax networks, also scored with views through the adapting backbone,
+# with BatchNorm on each batch's statistics (as the other MAML runs) and on the running ones (-running).
 PROTOMAML_GLOBALMAX=()
 for start in protonet-flip-16k-trainval-bf16-globalmax{,-s1,-within,-within-s1}; do
   run=protomaml-$start-init
@@ -589,6 +590,10 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
   whiten=${WHITEN[$run]:-}
   [[ -n $whiten ]] && candidates+=("$run-${views}views-whiten$whiten=$kind:$source@views=$views@whiten=$whiten")
   pooled_candidate "$run-${views}views" "$kind:$source@views=$views" "${POOLED[$run]:-}"
+  # Proto-MAML's starts, also with BatchNorm on the running statistics: each query classified on its own
+  if [[ " ${PROTOMAML_GLOBALMAX[*]} " == *" $run "* ]]; then
+    candidates+=("$run-${views}views-running=$kind:$source@views=$views@inner.test_norm=running")
+  fi
 done
 # Two and three seeds of protonet-flip-5k-trainval as one ProtoNet (session 27): each image's
 # features from every network side by side, so the logits are the sum of the runs' own; with the
