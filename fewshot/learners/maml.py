@@ -60,7 +60,9 @@ class MAML(MetaLearner):
             its own batch (Finn et al.'s MAML, at test too), so a query's prediction depends
             on the other queries of its episode; ``"running"`` uses the model's running
             statistics, so each image is classified on its own (inductive). Meta-training
-            always uses batch statistics.
+            always uses batch statistics and leaves the running ones as they were, so
+            ``"running"`` suits a network whose statistics match its weights: a pretrained
+            one adapted without meta-training, or one meta-trained with a small outer lr.
 
     Example:
         >>> maml = MAML(build_model("conv4", n_way=5), inner_lr=0.4, inner_steps=1)
