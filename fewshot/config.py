@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from fewshot.data.augment import AUGMENTATIONS
+from fewshot.learners.maml import TEST_NORMS
 from fewshot.models.classifier import HEADS
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -84,9 +85,7 @@ class InnerConfig:
     optimizer: str = "sgd"  # reptile: sgd | adam
     step_shots: int | None = None  # reptile: images per class in each inner training step (default: all)
     min_lr: float | None = None  # metasgd: floor of the learned inner rates (default: none)
-    test_norm: str = (
-        "batch"  # maml/fomaml/metasgd/anil outside training: batch | running BatchNorm statistics
-    )
+    test_norm: str = "batch"  # maml/fomaml/metasgd/anil outside training: batch | running BN statistics
 
 
 @dataclass
@@ -479,6 +478,13 @@ def _check(cfg: DictConfig) -> None:
         raise ConfigError(
             "task.within_group=true shapes training episodes, and pretrain trains on batches of images; "
             "drop the override or pick an episodic learner"
+        )
+    if cfg.inner.test_norm not in TEST_NORMS:
+        raise ConfigError(f"inner.test_norm={cfg.inner.test_norm} is not one of {', '.join(TEST_NORMS)}")
+    if cfg.inner.test_norm != "batch" and cfg.learner not in ("maml", "fomaml", "metasgd", "anil"):
+        raise ConfigError(
+            f"inner.test_norm={cfg.inner.test_norm} has no effect on {cfg.learner}: only maml, fomaml, "
+            "metasgd and anil normalise by batch at test; drop the override or pick one of them"
         )
     for key, (learners, what) in HEAD_STARTS.items():
         if cfg.inner[key] and cfg.learner not in learners:

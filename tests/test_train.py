@@ -335,6 +335,16 @@ def test_proto_head_only_for_head_adapting_learners(learner):
         load_config(learner, ["inner.proto_head=true"])
 
 
+@pytest.mark.parametrize("learner", ["reptile", "protonet", "pretrain"])
+def test_test_norm_only_for_the_maml_family(learner):
+    cfg = load_config("metasgd", ["inner.test_norm=running"])
+    assert build_learner(cfg, 1, 28, 5).test_norm == "running"
+    with pytest.raises(ConfigError, match=f"inner.test_norm=running has no effect on {learner}"):
+        load_config(learner, ["inner.test_norm=running"])
+    with pytest.raises(ConfigError, match="inner.test_norm=eval is not one of batch, running"):
+        load_config("maml", ["inner.test_norm=eval"])
+
+
 @pytest.mark.parametrize("learner", ["protonet", "pretrain"])
 def test_zero_head_only_for_head_adapting_learners(learner):
     for adapting in ("fomaml", "reptile"):

@@ -541,10 +541,11 @@ done
 # Session 47's Proto-MAML starts from the conv4-globalmax networks, also scored with views through the adapting backbone,
 # with BatchNorm on each batch's statistics (as the other MAML runs) and on the running ones (-running).
 PROTOMAML_GLOBALMAX=()
+declare -A RUNNING=()  # these runs are also scored with BatchNorm on running statistics (-running)
 for start in protonet-flip-16k-trainval-bf16-globalmax{,-s1,-within,-within-s1}; do
   run=protomaml-$start-init
   PROTOMAML_GLOBALMAX+=("$run")
-  VIEWS[$run]=$NVIEWS CHECKPOINT[$run]=last.pt KIND[$run]=fomaml
+  VIEWS[$run]=$NVIEWS CHECKPOINT[$run]=last.pt KIND[$run]=fomaml RUNNING[$run]=1
 done
 candidates=()
 for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained protomaml-pretrained protomaml-protonet \
@@ -591,7 +592,7 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
   [[ -n $whiten ]] && candidates+=("$run-${views}views-whiten$whiten=$kind:$source@views=$views@whiten=$whiten")
   pooled_candidate "$run-${views}views" "$kind:$source@views=$views" "${POOLED[$run]:-}"
   # Proto-MAML's starts, also with BatchNorm on the running statistics: each query classified on its own
-  if [[ " ${PROTOMAML_GLOBALMAX[*]} " == *" $run "* ]]; then
+  if [[ -n ${RUNNING[$run]:-} ]]; then
     candidates+=("$run-${views}views-running=$kind:$source@views=$views@inner.test_norm=running")
   fi
 done

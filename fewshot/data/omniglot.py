@@ -62,8 +62,11 @@ def load_omniglot(*sources: str | Path, image_size: int = 28) -> ImageSet:
             )
     if any(path.is_dir() for path in paths):  # a folder's files can change unseen: read it each time
         return _decode(paths, image_size)
-    archives = tuple((str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in paths)
-    return _decode_archives(archives, image_size)
+    archives = []
+    for path in paths:
+        st = path.stat()
+        archives.append((str(path.resolve()), st.st_size, st.st_mtime_ns))
+    return _decode_archives(tuple(archives), image_size)
 
 
 @functools.lru_cache(maxsize=4)

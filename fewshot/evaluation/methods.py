@@ -57,6 +57,7 @@ from omegaconf import DictConfig, OmegaConf
 from fewshot.data import ImageSet, load_manifest
 from fewshot.learners import FineTune, Learner, SimpleShot
 from fewshot.learners.features import embed, embed_dataset
+from fewshot.learners.maml import TEST_NORMS
 from fewshot.models import (
     FeatureEnsemble,
     SupportWhitening,
@@ -79,8 +80,8 @@ RUN_KINDS = {
 BACKBONE_KINDS = ("finetune", "finetune-linear", "finetune-full", "finetune-freeze<L>", "simpleshot")
 KINDS = (*RUN_KINDS, *BACKBONE_KINDS, "scratch")
 STEPPED_KINDS = tuple(k for k in RUN_KINDS if k != "protonet")  # runs whose adaptation has steps
-ADAPT_KEYS = {"inner.test_steps": int, "inner.test_lr": float}  # what ``@key=value`` may change
-NORMS = ("batch", "running")  # ``@inner.test_norm=<norm>``, for the MAML family (not reptile)
+# what ``@key=value`` may change: a positive number, or one of a few names (MAML family only, not reptile)
+ADAPT_KEYS = {"inner.test_steps": int, "inner.test_lr": float, "inner.test_norm": TEST_NORMS}
 # ``@views=<V>`` applies: frozen features, and (M)AML runs, whose views go through the adapting backbone
 VIEW_KINDS = ("protonet", "simpleshot", "finetune", "maml", "fomaml")
 FINETUNE_KEYS = {
@@ -244,14 +245,6 @@ def _parse_prior(text: str, kind: str, whiten: list[str], given: list[str]) -> f
 def _parse_adapt(text: str, kind: str, change: str) -> tuple[str, int | float | str]:
     """One ``key=value`` of a spec's ``@`` part: a change to a run's test-time adaptation, or to
     a fine-tuning baseline's schedule."""
-    key, sep, value = change.partition("=")
-    if kind in STEPPED_KINDS and key == "inner.test_norm":
-        if kind == "reptile" or value not in NORMS:
-            raise MethodError(
-                f"method {text!r}: inner.test_norm is {' or '.join(NORMS)} (BatchNorm on each batch, or on "
-                "the running statistics), for maml, fomaml, metasgd and anil runs"
-            )
-        return key, value
     if kind in STEPPED_KINDS:
         keys = ADAPT_KEYS
     elif kind.startswith("finetune"):
@@ -263,9 +256,16 @@ def _parse_adapt(text: str, kind: str, change: str) -> tuple[str, int | float | 
             "protonet also @refine=<R>, @whiten=<s> and @prior=<n>); "
             "scratch takes finetune.<key>=... for the evaluation"
         )
+    key, sep, value = change.partition("=")
     if not sep or key not in keys:
-        names = [*keys, "inner.test_norm"] if keys is ADAPT_KEYS else list(keys)
-        raise MethodError(f"method {text!r}: {change!r} is not key=value with key one of {', '.join(names)}")
+        raise MethodError(f"method {text!r}: {change!r} is not key=value with key one of {', '.join(keys)}")
+    if isinstance(keys[key], tuple):  # a name, not a number
+        if kind == "reptile" or value not in keys[key]:
+            raise MethodError(
+                f"method {text!r}: {key} is {' or '.join(keys[key])} (BatchNorm on each batch, or on "
+                "the running statistics), for maml, fomaml, metasgd and anil runs"
+            )
+        return key, value
     try:
         number = keys[key](value)
     except ValueError:

@@ -30,6 +30,8 @@ from fewshot.learners.protonet import prototype_head
 from fewshot.learners.threads import adapt_each, map_tasks, replica, resolve, workers
 from fewshot.models import Classifier, channels_last
 
+TEST_NORMS = ("batch", "running")  # BatchNorm outside training (MAML's test_norm)
+
 
 class MAML(MetaLearner):
     """Model-Agnostic Meta-Learning (Finn et al. 2017), from any initialization.
@@ -88,7 +90,7 @@ class MAML(MetaLearner):
         test_norm: str = "batch",
     ):
         super().__init__()
-        if test_norm not in ("batch", "running"):
+        if test_norm not in TEST_NORMS:
             raise ValueError(f"test_norm must be 'batch' or 'running', got {test_norm!r}")
         if proto_head and zero_head:
             raise ValueError("proto_head and zero_head are two starts for the head; pick one")
