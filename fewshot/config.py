@@ -85,7 +85,9 @@ class InnerConfig:
     optimizer: str = "sgd"  # reptile: sgd | adam
     step_shots: int | None = None  # reptile: images per class in each inner training step (default: all)
     min_lr: float | None = None  # metasgd: floor of the learned inner rates (default: none)
-    test_norm: str = "batch"  # maml/fomaml/metasgd/anil outside training: batch | running BN statistics
+    test_norm: str = (
+        "batch"  # maml/fomaml/metasgd/anil outside training: batch | running | support BN statistics
+    )
 
 
 @dataclass

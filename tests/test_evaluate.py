@@ -343,7 +343,7 @@ def test_report_files_are_complete_and_parseable(small_synthetic, tmp_path):
         ("maml:runs/x@inner.test_steps=2.5", "inner.test_steps must be a positive int, not '2.5'"),
         ("reptile:runs/x@inner.test_lr=-1", "inner.test_lr must be a positive float"),
         ("reptile:runs/x@inner.test_norm=running", "for maml, fomaml, metasgd and anil runs"),
-        ("maml:runs/x@inner.test_norm=eval", "inner.test_norm is batch or running"),
+        ("maml:runs/x@inner.test_norm=eval", "inner.test_norm is batch, running, support"),
         ("anil:runs/x@views=4", "applies to protonet, simpleshot, finetune, maml, fomaml only"),
         ("finetune-freeze2:runs/x@views=4", "applies to protonet, simpleshot, finetune, maml, fomaml only"),
         ("protonet:runs/x@views=0", "n a positive integer, not '0'"),
@@ -551,7 +551,8 @@ def test_a_spec_changes_how_a_run_adapts_and_is_not_reused_for_the_run_as_traine
     assert (as_trained.test_steps, as_trained.test_lr) == (3, 0.4)
     assert (changed.test_steps, changed.test_lr) == (7, 0.05)
     assert as_trained.test_norm == "batch"
-    assert build_method(parse_method(f"maml:{runs}/maml@inner.test_norm=running"), ctx).test_norm == "running"
+    for norm in ("running", "support"):
+        assert build_method(parse_method(f"maml:{runs}/maml@inner.test_norm={norm}"), ctx).test_norm == norm
     _evaluate(tmp_path, f"methods=[m=maml:{runs}/maml@inner.test_steps=1]", "name=a")
     records = json.loads((tmp_path / "a" / "methods.json").read_text())
     assert records["m"]["adapt"] == {"inner.test_steps": 1}

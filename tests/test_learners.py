@@ -1,6 +1,7 @@
 """Correctness of the learners: parity with learn2learn and higher, finite differences,
 vmap against loop, Reptile's formula, BatchNorm statistics, and the interface."""
 
+import copy
 import warnings
 
 import pytest
@@ -10,7 +11,7 @@ from torch import nn
 
 from fewshot import ANIL, MAML, FineTune, MetaSGD, ProtoNet, Reptile, SimpleShot, ViewAveraged, build_model
 from fewshot.data import Episode, EpisodeSampler
-from fewshot.learners.functional import distillation_loss, forward
+from fewshot.learners.functional import SupportStatistics, distillation_loss, forward
 from fewshot.learners.protonet import negative_squared_distances, prototypes, refined_prototypes
 from fewshot.learners.reptile import step_minibatches
 from fewshot.models import Conv4, build_backbone, channels_last
@@ -388,7 +389,7 @@ def test_running_test_norm_classifies_each_query_on_its_own(small_synthetic, cls
         model(torch.rand(40, 1, 28, 28))  # running statistics of their own, as a trained network has
     batch = EpisodeSampler(small_synthetic, 5, 1, 3, seed=0).batch(range(2))
     ep = EpisodeSampler(small_synthetic, 5, 1, 3, seed=0).episode(0)
-    for norm, alone in (("batch", False), ("running", True)):
+    for norm, alone in (("batch", False), ("running", True), ("support", True)):
         learner = cls(model, test_steps=2, test_norm=norm).eval()
         predict = learner.adapt(ep.support_x, ep.support_y)
         together = predict(ep.query_x)
@@ -398,10 +399,50 @@ def test_running_test_norm_classifies_each_query_on_its_own(small_synthetic, cls
     still = cls(model, test_lr=1e-12, test_norm="running").eval()
     torch.testing.assert_close(still.adapt(ep.support_x, ep.support_y)(ep.query_x), model.eval()(ep.query_x))
     # meta-training normalises by the batch either way
-    losses = [cls(model, test_norm=norm).train().meta_loss(batch)[0] for norm in ("batch", "running")]
-    assert torch.equal(*losses)
-    with pytest.raises(ValueError, match="test_norm must be 'batch' or 'running'"):
+    losses = [
+        cls(model, test_norm=norm).train().meta_loss(batch)[0] for norm in ("batch", "running", "support")
+    ]
+    assert torch.equal(losses[0], losses[1]) and torch.equal(losses[0], losses[2])
+    with pytest.raises(ValueError, match="test_norm must be one of batch, running, support"):
         cls(model, test_norm="eval")
+
+
+@pytest.mark.parametrize("cls", [MAML, ANIL])
+def test_support_test_norm_normalises_by_the_support_set(small_synthetic, cls):
+    torch.manual_seed(0)
+    model = build_model("conv4", 5)
+    ep = EpisodeSampler(small_synthetic, 5, 2, 3, seed=0).episode(0)
+    batch, support = (cls(model, test_steps=2, test_norm=n).eval() for n in ("batch", "support"))
+    on_batch = batch.adapt(ep.support_x, ep.support_y)
+    on_support = support.adapt(ep.support_x, ep.support_y)
+    # the support set scored as a batch has exactly the support set's statistics
+    torch.testing.assert_close(on_support(ep.support_x), on_batch(ep.support_x), atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(on_support(ep.query_x), on_batch(ep.query_x), atol=1e-3)
+    # before any real step: the network in eval mode, with the support set's statistics as running ones
+    inputs = {}
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    hooks = [m.register_forward_hook(lambda m, x, y: inputs.__setitem__(m, x[0])) for m in norms]
+    model.train()(ep.support_x)
+    for h in hooks:
+        h.remove()
+    expected = copy.deepcopy(model).eval()
+    for m, e in zip(norms, (m for m in expected.modules() if isinstance(m, nn.BatchNorm2d)), strict=True):
+        e.running_mean.copy_(inputs[m].mean((0, 2, 3)))
+        e.running_var.copy_(inputs[m].var((0, 2, 3), unbiased=False))
+    still = cls(model, test_lr=1e-12, test_norm="support").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(still.adapt(ep.support_x, ep.support_y)(ep.query_x), expected(ep.query_x))
+    # task threads: every episode gets the statistics of its own support set, on whichever copy
+    eps = EpisodeSampler(small_synthetic, 5, 1, 3, seed=0).batch(range(3))
+    threaded = cls(model, test_steps=2, test_norm="support", strategy="threads").eval()
+    together = threaded.adapt_batch(eps.support_x, eps.support_y)(eps.query_x)
+    for i in range(3):
+        torch.testing.assert_close(
+            together[i], support.adapt(eps.support_x[i], eps.support_y[i])(eps.query_x[i])
+        )
+    assert not any("forward" in vars(m) for m in model.modules())
+    with pytest.raises(RuntimeError, match="record the support set first"):
+        SupportStatistics().use(model)
 
 
 def test_adapt_does_not_change_the_initialization(small_synthetic):

@@ -341,7 +341,7 @@ def test_test_norm_only_for_the_maml_family(learner):
     assert build_learner(cfg, 1, 28, 5).test_norm == "running"
     with pytest.raises(ConfigError, match=f"inner.test_norm=running has no effect on {learner}"):
         load_config(learner, ["inner.test_norm=running"])
-    with pytest.raises(ConfigError, match="inner.test_norm=eval is not one of batch, running"):
+    with pytest.raises(ConfigError, match="inner.test_norm=eval is not one of batch, running, support"):
         load_config("maml", ["inner.test_norm=eval"])
 
 

@@ -539,13 +539,18 @@ for run in "${LAST_PROTONETS[@]}"; do
   VIEWS[$run]=$NVIEWS CHECKPOINT[$run]=last.pt KIND[$run]=protonet
 done
 # Session 47's Proto-MAML starts from the conv4-globalmax networks, also scored with views through the adapting backbone,
-# with BatchNorm on each batch's statistics (as the other MAML runs) and on the running ones (-running).
+# with BatchNorm on each batch's statistics (as the other MAML runs), on the running ones (-running) and, since
+# session 48, on each support set's (-support).
 PROTOMAML_GLOBALMAX=()
-declare -A RUNNING=()  # these runs are also scored with BatchNorm on running statistics (-running)
+declare -A OTHER_NORMS=()  # these runs are also scored with each BatchNorm listed (@inner.test_norm=<norm>, -<norm>)
+# Session 48: these runs are also scored with views, session 44's whitening (3:30) and R rounds of transductive
+# refinement (chosen on held-out alphabets: README), as <run>-<V>views-whiten3-prior30-refine<R>.
+declare -A WHITEN_REFINE=()
 for start in protonet-flip-16k-trainval-bf16-globalmax{,-s1,-within,-within-s1}; do
   run=protomaml-$start-init
   PROTOMAML_GLOBALMAX+=("$run")
-  VIEWS[$run]=$NVIEWS CHECKPOINT[$run]=last.pt KIND[$run]=fomaml RUNNING[$run]=1
+  VIEWS[$run]=$NVIEWS CHECKPOINT[$run]=last.pt KIND[$run]=fomaml OTHER_NORMS[$run]="running support"
+  WHITEN_REFINE[$start]=5
 done
 candidates=()
 for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained protomaml-pretrained protomaml-protonet \
@@ -591,10 +596,12 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
   whiten=${WHITEN[$run]:-}
   [[ -n $whiten ]] && candidates+=("$run-${views}views-whiten$whiten=$kind:$source@views=$views@whiten=$whiten")
   pooled_candidate "$run-${views}views" "$kind:$source@views=$views" "${POOLED[$run]:-}"
-  # Proto-MAML's starts, also with BatchNorm on the running statistics: each query classified on its own
-  if [[ -n ${RUNNING[$run]:-} ]]; then
-    candidates+=("$run-${views}views-running=$kind:$source@views=$views@inner.test_norm=running")
-  fi
+  refine=${WHITEN_REFINE[$run]:-}
+  [[ -n $refine ]] && candidates+=("$run-${views}views-whiten3-prior30-refine$refine=$kind:$source@views=$views@whiten=3@prior=30@refine=$refine")
+  # Proto-MAML's starts, also with BatchNorm on other statistics: each query classified on its own
+  for norm in ${OTHER_NORMS[$run]:-}; do
+    candidates+=("$run-${views}views-$norm=$kind:$source@views=$views@inner.test_norm=$norm")
+  done
 done
 # Two and three seeds of protonet-flip-5k-trainval as one ProtoNet (session 27): each image's
 # features from every network side by side, so the logits are the sum of the runs' own; with the

@@ -15,7 +15,8 @@ is read with ``weights_only=True``. A run's test-time adaptation can be changed 
 retraining: ``maml10=maml:runs/maml@inner.test_steps=10`` adapts with 10 steps instead of the
 run's own ``inner.test_steps`` (keys: ``inner.test_steps``, ``inner.test_lr``, and for the MAML
 family ``inner.test_norm=running``: BatchNorm on the run's running statistics, so that each image
-is classified on its own, instead of on each batch's). A fine-tuning
+is classified on its own, instead of on each batch's; ``inner.test_norm=support``: each image on
+its own too, normalised by the adapted network's statistics on the episode's support set). A fine-tuning
 baseline's schedule can be changed the same way, for that method alone:
 ``ft=finetune-full:runs/pretrain@finetune.backbone_lr=0.0001`` (keys: ``finetune.lr``,
 ``finetune.backbone_lr``, ``finetune.epochs``; the evaluation's ``finetune`` group sets the
@@ -262,8 +263,8 @@ def _parse_adapt(text: str, kind: str, change: str) -> tuple[str, int | float | 
     if isinstance(keys[key], tuple):  # a name, not a number
         if kind == "reptile" or value not in keys[key]:
             raise MethodError(
-                f"method {text!r}: {key} is {' or '.join(keys[key])} (BatchNorm on each batch, or on "
-                "the running statistics), for maml, fomaml, metasgd and anil runs"
+                f"method {text!r}: {key} is {', '.join(keys[key])} (BatchNorm on each batch, on "
+                "the running statistics, or on the support set's), for maml, fomaml, metasgd and anil runs"
             )
         return key, value
     try:

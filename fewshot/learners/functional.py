@@ -9,14 +9,16 @@ BatchNorm, on purpose: inside :func:`forward` every BatchNorm layer normalises w
 statistics of the batch it is given (each task's support set, then its query set, as in
 Finn et al.'s MAML) and neither reads nor updates running statistics. Inner steps
 therefore cannot corrupt the meta-model's running statistics, and the forward pass is a
-pure function, as :func:`torch.func.grad` and :func:`torch.vmap` require.
+pure function, as :func:`torch.func.grad` and :func:`torch.vmap` require. At test time
+:class:`SupportStatistics` can instead normalise queries by statistics recorded on the
+support set.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -55,24 +57,92 @@ def _composite_batch_norm(norm: nn.modules.batchnorm._BatchNorm, x: torch.Tensor
     return y
 
 
-@contextmanager
-def batch_statistics(module: nn.Module, composite: bool = False) -> Iterator[None]:
-    """Within the block, BatchNorm layers of ``module`` use batch statistics only.
+def _norm_layers(module: nn.Module) -> list[tuple[str, nn.modules.batchnorm._BatchNorm]]:
+    return [(n, m) for n, m in module.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
-    ``composite=True`` also swaps in :func:`_composite_batch_norm` (for :func:`torch.vmap`).
-    """
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.training, m.track_running_stats) for m in norms]
-    for m in norms:
+
+@contextmanager
+def _forwards_replaced(
+    module: nn.Module, make: Callable[[str, nn.modules.batchnorm._BatchNorm], Callable] | None
+) -> Iterator[None]:
+    """Within the block, each BatchNorm layer ``m`` (named ``n`` in ``module``) runs
+    ``make(n, m)`` instead of its forward, and uses batch statistics; a forward replaced
+    by an enclosing block (``make=None`` keeps it) is restored on the way out."""
+    norms = _norm_layers(module)
+    saved = [(m.training, m.track_running_stats, m.__dict__.get("forward")) for _, m in norms]
+    for n, m in norms:
         m.training, m.track_running_stats = True, False
-        if composite:
-            m.forward = functools.partial(_composite_batch_norm, m)
+        if make is not None:
+            m.forward = make(n, m)
     try:
         yield
     finally:
-        for m, (training, track) in zip(norms, saved, strict=True):
+        for (_, m), (training, track, replaced) in zip(norms, saved, strict=True):
             m.training, m.track_running_stats = training, track
             m.__dict__.pop("forward", None)
+            if replaced is not None:
+                m.forward = replaced
+
+
+def batch_statistics(module: nn.Module, composite: bool = False) -> AbstractContextManager:
+    """Within the block, BatchNorm layers of ``module`` use batch statistics only.
+
+    ``composite=True`` also swaps in :func:`_composite_batch_norm` (for :func:`torch.vmap`);
+    without it, inside a :class:`SupportStatistics` block, that block's normalisation stays.
+    """
+    return _forwards_replaced(
+        module, (lambda _, m: functools.partial(_composite_batch_norm, m)) if composite else None
+    )
+
+
+class SupportStatistics:
+    """BatchNorm statistics recorded on one batch, a task's support set, and used for others.
+
+    MetaBN (Bronskill et al. 2020): at test time every query is normalised by the support
+    set's mean and variance, layer by layer, instead of by its own batch's (transductive:
+    a query's prediction then depends on the other queries) or by the running statistics
+    of training (which know nothing of the task). Each query is still classified on its
+    own. Statistics are kept by layer name, so a copy of the module (a task thread's
+    :func:`~fewshot.learners.threads.replica`) can use what the original recorded.
+
+    Example:
+        >>> stats = SupportStatistics()
+        >>> with stats.record(net):
+        ...     net(support_x)
+        >>> with stats.use(net):
+        ...     logits = net(query_x)
+    """
+
+    def __init__(self) -> None:
+        self._stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def record(self, module: nn.Module) -> AbstractContextManager:
+        """Within the block, BatchNorm layers normalise by their batch and keep its statistics."""
+
+        def make(name: str, norm: nn.modules.batchnorm._BatchNorm) -> Callable:
+            def recording(x: torch.Tensor) -> torch.Tensor:
+                dims = [0, *range(2, x.dim())]
+                mean, var = x.mean(dims), x.var(dims, unbiased=False)
+                self._stats[name] = (mean.detach(), var.detach())
+                return F.batch_norm(x, mean, var, norm.weight, norm.bias, False, 0.0, norm.eps)
+
+            return recording
+
+        return _forwards_replaced(module, make)
+
+    def use(self, module: nn.Module) -> AbstractContextManager:
+        """Within the block, BatchNorm layers normalise by the recorded statistics."""
+        missing = [n for n, _ in _norm_layers(module) if n not in self._stats]
+        if missing:
+            raise RuntimeError(
+                f"no statistics recorded for BatchNorm layers {missing}; record the support set first"
+            )
+
+        def make(name: str, norm: nn.modules.batchnorm._BatchNorm) -> Callable:
+            mean, var = self._stats[name]
+            return lambda x: F.batch_norm(x, mean, var, norm.weight, norm.bias, False, 0.0, norm.eps)
+
+        return _forwards_replaced(module, make)
 
 
 def forward(

@@ -9,6 +9,8 @@ learning rate (a number, or a learned tensor per parameter).
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,6 +20,7 @@ from fewshot.learners.base import BatchPredictor, MetaLearner, Predictor
 from fewshot.learners.functional import (
     LearningRate,
     Params,
+    SupportStatistics,
     cross_entropy_and_accuracy,
     fit_head,
     forward,
@@ -30,7 +33,7 @@ from fewshot.learners.protonet import prototype_head
 from fewshot.learners.threads import adapt_each, map_tasks, replica, resolve, workers
 from fewshot.models import Classifier, channels_last
 
-TEST_NORMS = ("batch", "running")  # BatchNorm outside training (MAML's test_norm)
+TEST_NORMS = ("batch", "running", "support")  # BatchNorm outside training (MAML's test_norm)
 
 
 class MAML(MetaLearner):
@@ -65,6 +68,10 @@ class MAML(MetaLearner):
             always uses batch statistics and leaves the running ones as they were, so
             ``"running"`` suits a network whose statistics match its weights: a pretrained
             one adapted without meta-training, or one meta-trained with a small outer lr.
+            ``"support"`` normalises each query by the support set's statistics through the
+            adapted network (MetaBN, :class:`~fewshot.learners.functional.SupportStatistics`):
+            inductive too, but the statistics are the task's own. Not under vmap:
+            :meth:`adapt_batch` then runs the episodes on threads or one after another.
 
     Example:
         >>> maml = MAML(build_model("conv4", n_way=5), inner_lr=0.4, inner_steps=1)
@@ -91,7 +98,7 @@ class MAML(MetaLearner):
     ):
         super().__init__()
         if test_norm not in TEST_NORMS:
-            raise ValueError(f"test_norm must be 'batch' or 'running', got {test_norm!r}")
+            raise ValueError(f"test_norm must be one of {', '.join(TEST_NORMS)}, got {test_norm!r}")
         if proto_head and zero_head:
             raise ValueError("proto_head and zero_head are two starts for the head; pick one")
         if strategy not in ("auto", "loop", "threads", "vmap"):
@@ -132,8 +139,9 @@ class MAML(MetaLearner):
 
     @property
     def _batch_stats(self) -> bool:
-        """Whether BatchNorm normalises by the batch: always in training, and per ``test_norm`` outside."""
-        return self.training or self.test_norm == "batch"
+        """Whether BatchNorm normalises by the batch: always in training, and per ``test_norm`` outside
+        (``"support"``: the inner loop's batch is the support set; :meth:`adapt` sets the queries')."""
+        return self.training or self.test_norm != "running"
 
     @property
     def _net(self) -> Classifier:
@@ -247,16 +255,21 @@ class MAML(MetaLearner):
         with torch.enable_grad():
             fast = self._adapt_params(params, support_x, support_y, self.test_steps, lr, True)
         fast = {n: p.detach() for n, p in fast.items()}
+        norms: SupportStatistics | None = None
+        if self.test_norm == "support" and not self.training:
+            norms = SupportStatistics()
+            with torch.no_grad(), norms.record(self._net):
+                self._classify(fast, self._embed(fast, support_x))
 
         def predict(query_x: torch.Tensor) -> torch.Tensor:
-            with torch.no_grad():
+            with torch.no_grad(), norms.use(self._net) if norms else contextlib.nullcontext():
                 return self._classify(fast, self._embed(fast, self._layout(query_x)))
 
         return predict
 
     def adapt_batch(self, support_x: torch.Tensor, support_y: torch.Tensor) -> BatchPredictor:
         """:meth:`adapt` for a batch of episodes: vmapped (CUDA), on task threads, or a loop."""
-        if not self._use_vmap():
+        if not self._use_vmap() or self.test_norm == "support":
             return adapt_each(self.adapt, self.model, support_x, support_y, workers(self._strategy()))
         params, lr = self._test_start(support_y)
 
