@@ -361,6 +361,9 @@ def test_report_files_are_complete_and_parseable(small_synthetic, tmp_path):
         ("protonet:runs/x@prior=30", "so give @whiten=<s> too \\(e.g. @whiten=5@prior=30\\)"),
         ("protonet:runs/x@whiten=5@prior=-1", "n a positive number \\(e.g. 30\\), not '-1'"),
         ("protonet:runs/x@whiten=5@prior=3@prior=4", "give @prior=<n> once"),
+        ("protonet:runs/x@whiten=5@rewhiten=2", "so it needs @whiten=<s>@prior=<n> and takes the place of"),
+        ("protonet:runs/x@whiten=5@prior=30@refine=2@rewhiten=2", "takes the place of @refine=<R>"),
+        ("simpleshot:runs/x@rewhiten=2", "so it applies to protonet only"),
         ("maml:runs/a+runs/b", "an ensemble of ProtoNets' features, so only protonet takes them"),
         ("protonet:runs/a+", "an empty checkpoint around \\+"),
     ],
@@ -636,6 +639,8 @@ def test_whitening_is_fitted_on_the_runs_own_base_classes_and_is_part_of_a_metho
     torch.testing.assert_close(pooled.whitening.covariance, expected.covariance)
     assert pooled.whitening.prior == 30
     assert len(ctx.base_features) == 1  # the base images embedded once for both, with the same views
+    refined = build_method(parse_method(f"protonet:{run}@whiten=0.5@prior=30@rewhiten=3"), ctx)
+    assert (refined.refine_steps, refined.refine_whitening) == (3, True)
     _evaluate(tmp_path, f"methods=[w=protonet:{run}@whiten=2,p=protonet:{run}@whiten=2@prior=30]", "name=a")
     records = json.loads((tmp_path / "a" / "methods.json").read_text())
     assert (records["w"]["whiten"], records["p"]["whiten"], records["p"]["prior"]) == (2.0, 2.0, 30.0)
@@ -644,6 +649,7 @@ def test_whitening_is_fitted_on_the_runs_own_base_classes_and_is_part_of_a_metho
         (f"w=protonet:{run}", {}),
         (f"w=protonet:{run}@whiten=1", {}),  # another shrinkage: other predictions
         (f"w=protonet:{run}@whiten=2@prior=30", {}),  # pooled with each support set: others again
+        (f"w=protonet:{run}@whiten=2@prior=30@rewhiten=2", {}),  # and refined with the queries
         (f"w=protonet:{run}@whiten=2", {"w": f"{tmp_path}/a"}),
     ):
         _evaluate(tmp_path, f"methods=[{spec}]", "name=b", f"reuse=[{tmp_path}/a]")

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from fewshot import ProtoNet, SupportWhitening, Whitened, build_model
+from fewshot.learners.protonet import prototypes, refined_prototypes, refined_with_whitening
 from fewshot.models import whiten_by_own_spread, within_class_covariance, within_class_whitening
 
 
@@ -146,6 +147,47 @@ def test_protonet_whitens_each_episode_with_its_own_matrix():
             torch.testing.assert_close(logits[i], expected, atol=1e-3, rtol=1e-4)
     plain = ProtoNet(backbone).eval().adapt_batch(support_x, support_y)(query_x)
     assert not torch.allclose(plain, logits)
+    # refined with the queries, class means and matrix together (transductive)
+    refining = ProtoNet(backbone, refine_steps=2, whitening=whitening, refine_whitening=True).eval()
+    refined = refining.adapt_batch(support_x, support_y)(query_x)
+    with torch.no_grad():
+        for i in range(2):
+            support, queries = backbone(support_x[i]), backbone(query_x[i])
+            centres, matrix = refined_with_whitening(support, support_y[i], queries, 3, 2, whitening)
+            expected = -torch.cdist(queries @ matrix, centres @ matrix).pow(2)
+            torch.testing.assert_close(refined[i], expected, atol=1e-3, rtol=1e-4)
+
+
+def test_whitening_refined_with_the_queries():
+    features, labels = _classes()
+    whitening = SupportWhitening(within_class_covariance(features, labels), 0.5, 12.0)
+    support, support_labels = _classes(n_classes=3, per_class=2, seed=1)
+    queries, query_labels = _classes(n_classes=3, per_class=5, seed=1)
+    # queries counted with their true classes, about the means of all images: the support set's
+    # whitening of all of them, labelled
+    together = torch.cat((support, queries)), torch.cat((support_labels, query_labels))
+    means = torch.stack([together[0][together[1] == c].mean(0) for c in range(3)])
+    one_hot = torch.nn.functional.one_hot(query_labels, 3).double()
+    torch.testing.assert_close(
+        whitening.with_queries(support, support_labels, means, queries, one_hot),
+        whitening(*together, n_way=3),
+    )
+    # a prior worth everything: the refinement of session 26 on features whitened by the support set
+    rigid = SupportWhitening(within_class_covariance(features, labels), 0.5, 1e12)
+    centres, matrix = refined_with_whitening(support, support_labels, queries, 3, 3, rigid)
+    fixed = rigid(support, support_labels, 3)
+    torch.testing.assert_close(matrix, fixed)
+    torch.testing.assert_close(
+        centres @ matrix, refined_prototypes(support @ fixed, support_labels, queries @ fixed, 3, 3)
+    )
+    # otherwise the queries move the matrix too; no rounds: class means and the support set's matrix
+    centres, matrix = refined_with_whitening(support, support_labels, queries, 3, 3, whitening)
+    assert not torch.allclose(matrix, whitening(support, support_labels, 3))
+    start = refined_with_whitening(support, support_labels, queries, 3, 0, whitening)
+    torch.testing.assert_close(start[1], whitening(support, support_labels, 3))
+    torch.testing.assert_close(start[0], prototypes(support, support_labels, 3))
+    with pytest.raises(ValueError, match="refine_whitening re-estimates a support whitening while refining"):
+        ProtoNet(build_model("conv4", 5).backbone, refine_steps=0, whitening=whitening, refine_whitening=True)
 
 
 def test_whitening_by_own_spread_gives_mahalanobis_distances_and_a_finite_gradient():

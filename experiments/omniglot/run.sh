@@ -618,12 +618,15 @@ for n in 2 3; do
                "protonet-flip-5k-trainval-x$n-${NVIEWS}views-refine2=protonet:$runs@views=$NVIEWS@refine=2")
 done
 # seed_pair <run>: <run> and <run>-s1 as one (<run>-x2), once both exist: with and without views, and with
-# views and POOLED[<run>]'s whitening where it has one.
+# views and POOLED[<run>]'s whitening where it has one, and refined as WHITEN_REFINE[<run>] says (session 48).
 seed_pair() {
   local a="$OUT/$1/last.pt" b="$OUT/$1-s1/last.pt"
   [[ -f $a && -f $b ]] || return 0
   candidates+=("$1-x2=protonet:$a+$b" "$1-x2-${NVIEWS}views=protonet:$a+$b@views=$NVIEWS")
   pooled_candidate "$1-x2-${NVIEWS}views" "protonet:$a+$b@views=$NVIEWS" "${POOLED[$1]:-}"
+  local refine=${WHITEN_REFINE[$1]:-}
+  [[ -n $refine ]] && candidates+=("$1-x2-${NVIEWS}views-whiten3-prior30-refine$refine=protonet:$a+$b@views=$NVIEWS@whiten=3@prior=30@refine=$refine")
+  return 0
 }
 # The two seeds as one of the 10,000-step runs (session 38), the 28,000-step bf16 runs (session 39), the
 # 120-way runs (session 40), the 60-way 16,000-step bf16 runs (session 41) and those with conv4-globalmax

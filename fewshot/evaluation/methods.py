@@ -34,13 +34,16 @@ rotated or mirrored copies), shrunk towards the identity by ``s`` times its mean
 (:func:`fewshot.models.whiten.within_class_whitening`); the images are read from the run's
 ``data.root``. With ``@prior=<n>`` as well, that shrunk covariance is a prior worth n degrees
 of freedom, pooled with each episode's support set's own within-class spread
-(:class:`fewshot.models.SupportWhitening`). Everything is checked before any episode runs.
+(:class:`fewshot.models.SupportWhitening`); ``@rewhiten=<R>`` in place of ``@refine=<R>`` refines
+the class means and that pooled whitening together with the episode's queries
+(:func:`fewshot.learners.protonet.refined_with_whitening`, transductive). Everything is checked
+before any episode runs.
 
 A ``protonet`` spec may name several runs joined by ``+``, ``protonet:runs/a+runs/b``: an
 ensemble, each image's features from every run side by side
 (:class:`fewshot.models.FeatureEnsemble`), so its logits are the sum of the runs' own;
-``@views``, ``@refine``, ``@whiten`` and ``@prior`` (with the first run's base classes) then apply to
-the ensemble.
+``@views``, ``@refine``, ``@whiten``, ``@prior`` and ``@rewhiten`` (with the first run's base
+classes) then apply to the ensemble.
 """
 
 from __future__ import annotations
@@ -102,7 +105,8 @@ class MethodSpec:
     ``views`` from ``@views=<V>`` (1: the image alone), ``refine`` from ``@refine=<R>`` (0:
     inductive), ``members`` the runs after the first of a ``protonet:a+b`` ensemble, ``whiten``
     the shrinkage of ``@whiten=<s>`` (0: features as they are), ``prior`` the degrees of
-    freedom of ``@prior=<n>`` (0: one matrix for every episode)."""
+    freedom of ``@prior=<n>`` (0: one matrix for every episode), ``rewhiten`` the rounds of
+    ``@rewhiten=<R>`` (0: the whitening from the support set alone)."""
 
     label: str
     kind: str
@@ -114,6 +118,7 @@ class MethodSpec:
     members: tuple[Path, ...] = ()
     whiten: float = 0.0
     prior: float = 0.0
+    rewhiten: int = 0
 
     @property
     def is_finetune(self) -> bool:
@@ -165,10 +170,11 @@ def parse_method(text: str) -> MethodSpec:
     refine = [c for c in changes if c.partition("=")[0] == "refine"]
     whiten = [c for c in changes if c.partition("=")[0] == "whiten"]
     prior = [c for c in changes if c.partition("=")[0] == "prior"]
+    rewhiten = [c for c in changes if c.partition("=")[0] == "rewhiten"]
     adapt = tuple(
         _parse_adapt(text, kind, change)
         for change in changes
-        if change not in views + refine + whiten + prior
+        if change not in views + refine + whiten + prior + rewhiten
     )
     default_label = (f"{kind}:{path}" if path else kind) + "".join(f"@{c}" for c in changes)
     n_views = (
@@ -185,6 +191,16 @@ def parse_method(text: str) -> MethodSpec:
     n_refine = (
         _parse_count(text, kind, refine, ("protonet",), "refines ProtoNet's class means") if refine else 0
     )
+    n_rewhiten = (
+        _parse_count(text, kind, rewhiten, ("protonet",), "refines ProtoNet's class means and whitening")
+        if rewhiten
+        else 0
+    )
+    if n_rewhiten and (refine or not prior):
+        raise MethodError(
+            f"method {text!r}: @rewhiten=<R> refines the class means and the support set's whitening "
+            "together, so it needs @whiten=<s>@prior=<n> and takes the place of @refine=<R>"
+        )
     return MethodSpec(
         label.strip() or default_label,
         kind,
@@ -196,6 +212,7 @@ def parse_method(text: str) -> MethodSpec:
         tuple(Path(m) for m in members),
         _parse_positive(text, kind, whiten, "s", "1") if whiten else 0.0,
         _parse_prior(text, kind, whiten, prior) if prior else 0.0,
+        n_rewhiten,
     )
 
 
@@ -254,7 +271,7 @@ def _parse_adapt(text: str, kind: str, change: str) -> tuple[str, int | float | 
         raise MethodError(
             f"method {text!r}: only runs that adapt by gradient steps ({', '.join(STEPPED_KINDS)}) and "
             f"the fine-tuning baselines take @key=value changes ({', '.join(VIEW_KINDS)} take @views=<V>, "
-            "protonet also @refine=<R>, @whiten=<s> and @prior=<n>); "
+            "protonet also @refine=<R>, @whiten=<s>, @prior=<n> and @rewhiten=<R>); "
             "scratch takes finetune.<key>=... for the evaluation"
         )
     key, sep, value = change.partition("=")
@@ -330,8 +347,9 @@ def build_method(spec: MethodSpec, ctx: BuildContext) -> Learner:
             learner.backbone = ViewAveraged(learner.backbone, spec.views, ctx.seed)
         elif spec.views > 1:  # maml or fomaml: every inner step and prediction sees the views
             learner.model.backbone = ViewAveraged(learner.model.backbone, spec.views, ctx.seed)
-        if spec.refine:  # the same
-            learner.refine_steps = spec.refine
+        if spec.refine or spec.rewhiten:  # the same
+            learner.refine_steps = spec.refine or spec.rewhiten
+            learner.refine_whitening = bool(spec.rewhiten)
         if spec.whiten:  # the same; it replaces any whitening a run learned in training
             learner.train_shrink = None
             key = (path, spec.members, spec.views)

@@ -46,7 +46,7 @@ class Reused:
 def method_records(specs: list[MethodSpec]) -> dict[str, dict[str, Any]]:
     """What identifies each method's predictions: kind, frozen blocks, checkpoint and its SHA-256,
     and the changes to its test-time adaptation, its averaged views, its refinement rounds, its
-    whitening and the other runs of an ensemble (only where there are some)."""
+    whitening (and its rounds) and the other runs of an ensemble (only where there are some)."""
     records = {}
     for spec in specs:
         path = resolve_checkpoint(spec.checkpoint) if spec.checkpoint is not None else None
@@ -69,6 +69,8 @@ def method_records(specs: list[MethodSpec]) -> dict[str, dict[str, Any]]:
             records[spec.label]["whiten"] = spec.whiten
         if spec.prior:
             records[spec.label]["prior"] = spec.prior
+        if spec.rewhiten:
+            records[spec.label]["rewhiten"] = spec.rewhiten
     return records
 
 

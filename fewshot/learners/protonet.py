@@ -61,6 +61,32 @@ def refined_prototypes(
     return centres
 
 
+def refined_with_whitening(
+    support: torch.Tensor,
+    labels: torch.Tensor,
+    queries: torch.Tensor,
+    n_way: int,
+    steps: int,
+    whitening: SupportWhitening,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class means ``[..., N, D]`` and whitening ``[..., D, D]`` refined together with the
+    unlabelled ``queries`` by ``steps`` rounds: each query joins every class in proportion to its
+    ProtoNet probability in the whitened space, as in :func:`refined_prototypes`, then the means
+    and :meth:`~fewshot.models.SupportWhitening.with_queries`'s matrix are estimated again from
+    the support set and the queries so weighted. Transductive; ``steps=0`` gives the class means
+    and the support set's whitening. Logits are then ``-|(q - c) matrix|^2``.
+    """
+    centres = prototypes(support, labels, n_way)
+    counts = F.one_hot(labels, n_way).sum(-2).to(support.dtype)
+    sums = centres * counts.unsqueeze(-1)
+    matrix = whitening(support, labels, n_way)
+    for _ in range(steps):
+        weights = negative_squared_distances(queries @ matrix, centres @ matrix).softmax(-1)  # [..., M, N]
+        centres = (sums + weights.transpose(-1, -2) @ queries) / (counts + weights.sum(-2)).unsqueeze(-1)
+        matrix = whitening.with_queries(support, labels, centres, queries, weights)
+    return centres, matrix
+
+
 class ProtoNet(MetaLearner):
     """Prototypical Networks (Snell et al. 2017): class means of embeddings, squared
     Euclidean distance. ``backbone`` is trained end to end by :meth:`meta_loss`.
@@ -72,6 +98,8 @@ class ProtoNet(MetaLearner):
     With a ``whitening`` (:class:`fewshot.models.SupportWhitening`), :meth:`adapt_batch` whitens
     the features of each episode by a matrix fitted to known classes and the episode's support
     set: still inductive, a query's prediction depends on the support set and itself alone.
+    With ``refine_whitening`` as well, the ``refine_steps`` rounds re-estimate that matrix with
+    the queries too (:func:`refined_with_whitening`), not only the class means.
 
     With ``base_classes`` > 0 and ``base_weight`` > 0, :meth:`meta_loss` adds ``base_weight``
     times the cross-entropy of a linear head over all ``base_classes`` classes of the training
@@ -113,10 +141,13 @@ class ProtoNet(MetaLearner):
         base_classes: int = 0,
         base_weight: float = 0.0,
         train_shrink: float | None = None,
+        refine_whitening: bool = False,
     ):
         super().__init__()
         if refine_steps < 0:
             raise ValueError(f"refine_steps must be >= 0, got {refine_steps}")
+        if refine_whitening and (whitening is None or refine_steps < 1):
+            raise ValueError("refine_whitening re-estimates a support whitening while refining: give both")
         if not 0 <= distill_weight <= 1:
             raise ValueError(f"distill_weight must be between 0 and 1, got {distill_weight}")
         if temperature <= 0:
@@ -129,7 +160,7 @@ class ProtoNet(MetaLearner):
             )
         self.backbone, self.refine_steps = backbone, refine_steps
         self.distill_weight, self.temperature = distill_weight, temperature
-        self.whitening = whitening
+        self.whitening, self.refine_whitening = whitening, refine_whitening
         if train_shrink is not None and train_shrink <= 0:
             raise ValueError(f"train_shrink must be > 0 (or None for no whitening), got {train_shrink}")
         self.base_weight, self.train_shrink = base_weight, train_shrink
@@ -202,6 +233,16 @@ class ProtoNet(MetaLearner):
         network trained with ``train_shrink``), refined with each episode's queries
         when ``refine_steps`` > 0."""
         support, n_way = batch_features(self.backbone, support_x), int(support_y.max()) + 1
+        if self.refine_whitening and self.whitening is not None:
+
+            def predict_refining_whitening(query_x: torch.Tensor) -> torch.Tensor:
+                queries = batch_features(self.backbone, query_x)
+                centres, matrix = refined_with_whitening(
+                    support, support_y, queries, n_way, self.refine_steps, self.whitening
+                )
+                return negative_squared_distances(queries @ matrix, centres @ matrix)
+
+            return predict_refining_whitening
         matrix = None
         if self.whitening is not None:
             matrix = self.whitening(support, support_y, n_way)

@@ -159,11 +159,38 @@ class SupportWhitening(nn.Module):
     def forward(self, support: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
         """The matrices ``[..., D, D]`` for ``[..., S, D]`` support features with labels ``[..., S]``
         in ``0..n_way-1``, in ``support``'s dtype; features are whitened by ``features @ matrix``."""
+        self._check(support)
+        scatter, dof = _within_class_scatter(support, labels, n_way)
+        dof = (dof + self.prior).unsqueeze(-1).unsqueeze(-1)
+        return _inverse_square_root((scatter + self.prior * self.covariance) / dof).to(support.dtype)
+
+    def with_queries(
+        self,
+        support: torch.Tensor,
+        labels: torch.Tensor,
+        centres: torch.Tensor,
+        queries: torch.Tensor,
+        weights: torch.Tensor,
+    ) -> torch.Tensor:
+        """The matrices ``[..., D, D]`` with the unlabelled queries counted too (transductive).
+
+        ``queries [..., M, D]`` belong to the classes in proportion to ``weights [..., M, N]``
+        (each row sums to one), and every image's spread is taken about ``centres [..., N, D]``,
+        the class means estimated from both: the M-step of a Gaussian mixture with one shared
+        covariance, whose prior is the known classes' (``prior`` degrees of freedom). The
+        queries add ``M`` degrees of freedom, and the ``N`` means take ``N`` away."""
+        self._check(support)
+        x, c, q, w = support.double(), centres.double(), queries.double(), weights.double()
+        residuals = x - c.gather(-2, labels.unsqueeze(-1).expand_as(x))
+        scatter = residuals.transpose(-1, -2) @ residuals
+        spread = q.unsqueeze(-2) - c.unsqueeze(-3)  # [..., M, N, D]
+        scatter = scatter + torch.einsum("...mn,...mnd,...mne->...de", w, spread, spread)
+        dof = labels.shape[-1] + queries.shape[-2] - centres.shape[-2] + self.prior
+        return _inverse_square_root((scatter + self.prior * self.covariance) / dof).to(support.dtype)
+
+    def _check(self, support: torch.Tensor) -> None:
         if support.shape[-1] != len(self.covariance):
             raise ValueError(
                 f"{support.shape[-1]}-dimensional support features against a {len(self.covariance)}x"
                 f"{len(self.covariance)} covariance; fit it on features of the same backbone"
             )
-        scatter, dof = _within_class_scatter(support, labels, n_way)
-        dof = (dof + self.prior).unsqueeze(-1).unsqueeze(-1)
-        return _inverse_square_root((scatter + self.prior * self.covariance) / dof).to(support.dtype)
