@@ -52,13 +52,7 @@ def refined_prototypes(
     probability, each support image with weight one. Transductive: a query's prediction then
     depends on the other queries of its episode. ``steps=0`` gives :func:`prototypes`.
     """
-    centres = prototypes(support, labels, n_way)
-    counts = F.one_hot(labels, n_way).sum(-2).to(support.dtype)  # [..., N] support images per class
-    sums = centres * counts.unsqueeze(-1)
-    for _ in range(steps):
-        weights = negative_squared_distances(queries, centres).softmax(-1)  # [..., M, N]
-        centres = (sums + weights.transpose(-1, -2) @ queries) / (counts + weights.sum(-2)).unsqueeze(-1)
-    return centres
+    return _soft_k_means(support, labels, queries, n_way, steps, None)[0]
 
 
 def refined_with_whitening(
@@ -76,14 +70,31 @@ def refined_with_whitening(
     the support set and the queries so weighted. Transductive; ``steps=0`` gives the class means
     and the support set's whitening. Logits are then ``-|(q - c) matrix|^2``.
     """
+    centres, matrix = _soft_k_means(support, labels, queries, n_way, steps, whitening)
+    assert matrix is not None  # a whitening gives a matrix
+    return centres, matrix
+
+
+def _soft_k_means(
+    support: torch.Tensor,
+    labels: torch.Tensor,
+    queries: torch.Tensor,
+    n_way: int,
+    steps: int,
+    whitening: SupportWhitening | None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The rounds of :func:`refined_prototypes`, with distances measured and the matrix
+    re-estimated by ``whitening`` when there is one (:func:`refined_with_whitening`)."""
     centres = prototypes(support, labels, n_way)
-    counts = F.one_hot(labels, n_way).sum(-2).to(support.dtype)
+    counts = F.one_hot(labels, n_way).sum(-2).to(support.dtype)  # [..., N] support images per class
     sums = centres * counts.unsqueeze(-1)
-    matrix = whitening(support, labels, n_way)
+    matrix = None if whitening is None else whitening(support, labels, n_way)
     for _ in range(steps):
-        weights = negative_squared_distances(queries @ matrix, centres @ matrix).softmax(-1)  # [..., M, N]
+        q, c = (queries, centres) if matrix is None else (queries @ matrix, centres @ matrix)
+        weights = negative_squared_distances(q, c).softmax(-1)  # [..., M, N]
         centres = (sums + weights.transpose(-1, -2) @ queries) / (counts + weights.sum(-2)).unsqueeze(-1)
-        matrix = whitening.with_queries(support, labels, centres, queries, weights)
+        if whitening is not None:
+            matrix = whitening.with_queries(support, labels, centres, queries, weights)
     return centres, matrix
 
 
