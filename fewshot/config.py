@@ -98,6 +98,9 @@ class OptimConfig:
     weight_decay: float = 0.0
     schedule: str = "constant"  # constant | cosine
     rates_lr: float | None = None  # metasgd: outer lr of the learned inner rates (default: lr)
+    # decay of an exponential moving average of the weights (e.g. 0.999, a horizon of about 1,000
+    # steps), validated and saved as the run's model in place of the weights it averages; default: none
+    ema: float | None = None
 
 
 @dataclass
@@ -516,6 +519,12 @@ def _check(cfg: DictConfig) -> None:
         raise ConfigError(
             f"optim.rates_lr={rates_lr} sets the outer lr of Meta-SGD's learned inner rates, which "
             f"{cfg.learner} does not have: drop the override or use learner metasgd"
+        )
+    ema = cfg.optim.get("ema")  # runs saved before the option lack it
+    if ema is not None and not 0 < ema < 1:
+        raise ConfigError(
+            f"optim.ema={ema} is not a decay between 0 and 1; give e.g. optim.ema=0.999 "
+            "(each step keeps that share of the average) or optim.ema=null for none"
         )
     min_lr = cfg.inner.get("min_lr")  # runs saved before the option lack it
     if min_lr is not None:

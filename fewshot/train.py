@@ -10,6 +10,7 @@ cross-entropy on batches of base-class images.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -193,6 +194,33 @@ def build_optimizer(optim: DictConfig, params, steps: int):
     return opt, sched
 
 
+class WeightAverage:
+    """An exponential moving average of a learner's weights (parameters and floating-point
+    buffers, so BatchNorm's running statistics are averaged with the weights they belong to).
+
+    Averaging the last thousand or so steps' weights removes some of the noise of the final
+    steps of stochastic training (Polyak averaging). The average is a full copy of the learner,
+    so it validates and adapts exactly as the learner does. The decay at step ``t`` is
+    ``min(decay, (1 + t) / (10 + t))``, as in TensorFlow's ExponentialMovingAverage with
+    ``num_updates``: with a fixed decay the random initial weights would linger (5% of the
+    average after 3,000 steps at 0.999, which cost Omniglot's ProtoNet 0.6 to 2 points)."""
+
+    def __init__(self, learner: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.learner = copy.deepcopy(learner).eval()
+
+    @torch.no_grad()
+    def update(self, learner: torch.nn.Module, step: int) -> None:
+        """Move the average towards the learner's weights after step ``step`` (from 0)."""
+        keep = min(self.decay, (1 + step) / (10 + step))
+        pairs = zip(self.learner.state_dict().values(), learner.state_dict().values(), strict=True)
+        for mine, theirs in pairs:
+            if mine.is_floating_point():
+                mine.lerp_(theirs, 1.0 - keep)
+            else:  # integer buffers (BatchNorm's count of batches) are copied
+                mine.copy_(theirs)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -309,13 +337,20 @@ def train(cfg: DictConfig) -> Path:
     opt, sched = build_optimizer(cfg.optim, parameter_groups(learner, cfg.optim), cfg.train.steps)
 
     start, best = 0, -1.0
+    ema = cfg.optim.get("ema")  # runs saved before the option lack it
     if resuming:
-        learner.load_state_dict(ckpt["model"])
+        # with optim.ema, "model" is the average (what is validated and evaluated) and "trained"
+        # the weights the optimizer steps
+        learner.load_state_dict(ckpt["trained" if ema is not None else "model"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["rng"])
         start, best = ckpt["step"], ckpt["best"]
     distributed.broadcast_parameters([*learner.parameters(), *learner.buffers()], ctx)
+    average = None if ema is None else WeightAverage(learner, ema)
+    if average is not None and resuming:
+        average.learner.load_state_dict(ckpt["model"])
+    scored = learner if average is None else average.learner  # what validation and checkpoints see
     part = distributed.share(items, ctx)  # this process's items of every step
     weight = len(part) / items
 
@@ -325,7 +360,8 @@ def train(cfg: DictConfig) -> Path:
         save_checkpoint(
             run_dir / name,
             {
-                "model": learner.state_dict(),
+                "model": scored.state_dict(),
+                **({} if average is None else {"trained": learner.state_dict()}),
                 "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(),
                 "rng": torch.get_rng_state(),
@@ -385,6 +421,8 @@ def train(cfg: DictConfig) -> Path:
         if isinstance(learner, MetaSGD):
             learner.clamp_rates_()  # projected onto inner.min_lr, where set
         sched.step()
+        if average is not None:
+            average.update(learner, step)
         done_since += 1
         bar.update(1)
         last_step = step + 1 == cfg.train.steps
@@ -416,8 +454,8 @@ def train(cfg: DictConfig) -> Path:
                 print(json.dumps(record), flush=True)
             tick, done_since = now, 0
         if validating:
-            learner.eval()
-            val = validate(learner, val_sampler, cfg.train.val_episodes, device, pretrain)
+            scored.eval()
+            val = validate(scored, val_sampler, cfg.train.val_episodes, device, pretrain)
             log.write(
                 json.dumps({"step": step + 1, "val_accuracy": val.mean, "val_ci95": val.half_width}) + "\n"
             )

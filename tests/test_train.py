@@ -18,6 +18,7 @@ from fewshot.data import EpisodeSampler
 from fewshot.models import CosineHead, FeatureEnsemble, build_backbone
 from fewshot.train import (
     TrainingError,
+    WeightAverage,
     build_learner,
     load_checkpoint,
     load_splits,
@@ -494,6 +495,51 @@ def test_runs_are_never_overwritten(tmp_path):
     for _ in range(2):
         main(["protonet", *TINY, "summary.episodes=0", f"train.out_dir={tmp_path}"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["protonet", "protonet-2"]
+
+
+def test_weight_average_is_an_exponential_moving_average_of_weights_and_statistics():
+    net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3))
+    average = WeightAverage(net, decay=0.2)
+    expected = {k: v.clone() for k, v in net.state_dict().items()}
+    torch.manual_seed(0)
+    for step in range(3):  # the decay warms up: 0.1, 0.18, then 0.2 (as given) from step 2 on
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p))
+        net.train()(torch.randn(4, 2))  # new running statistics and one more batch counted
+        average.update(net, step)
+        keep = min(0.2, (1 + step) / (10 + step))
+        for k, v in net.state_dict().items():
+            expected[k] = keep * expected[k] + (1 - keep) * v if v.is_floating_point() else v.clone()
+    got = average.learner.state_dict()
+    for k, v in expected.items():
+        torch.testing.assert_close(got[k], v, rtol=1e-6, atol=1e-6)
+    assert int(got["1.num_batches_tracked"]) == 3
+    assert not torch.equal(got["0.weight"], net.state_dict()["0.weight"])
+
+
+def test_a_run_with_a_weight_average_validates_saves_and_resumes_it(tmp_path):
+    """optim.ema: the optimizer's trajectory is unchanged, the checkpoints' model is the average
+    (so evaluation scores it) beside the weights it averages, and a resumed run continues both."""
+    args = [*TINY, "train.steps=4", "train.val_every=2", "summary.episodes=0", f"train.out_dir={tmp_path}"]
+    main(["protonet", *args, "train.name=plain"])
+    main(["protonet", *args, "train.name=ema", "optim.ema=0.5"])
+    plain, ema = (load_checkpoint(tmp_path / n / "last.pt") for n in ("plain", "ema"))
+    assert "trained" not in plain
+    for k, v in plain["model"].items():
+        torch.testing.assert_close(ema["trained"][k], v)
+    assert any(not torch.equal(ema["model"][k], v) for k, v in plain["model"].items())
+    # MAML adapts the average at validation, with gradients through its copy's parameters
+    main(["maml", *args, "train.name=whole", "optim.ema=0.9"])
+    main(["maml", *args, "train.name=halves", "optim.ema=0.9", "train.steps=2"])
+    main(["maml", f"train.resume={tmp_path / 'halves'}", "train.steps=4", "train.quiet=true"])
+    whole, halves = (load_checkpoint(tmp_path / n / "last.pt") for n in ("whole", "halves"))
+    assert halves["step"] == 4
+    for key in ("model", "trained"):
+        for k, v in whole[key].items():
+            torch.testing.assert_close(halves[key][k], v)
+    with pytest.raises(ConfigError, match="optim.ema=1.0 is not a decay between 0 and 1"):
+        load_config("protonet", ["optim.ema=1"])
 
 
 def test_missing_resume_dir_is_a_clear_error(tmp_path, capsys):
