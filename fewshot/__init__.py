@@ -23,6 +23,7 @@ from fewshot.learners import (
     episode_accuracies,
 )
 from fewshot.models import (
+    BlockFeatures,
     FeatureEnsemble,
     SupportWhitening,
     ViewAveraged,
@@ -36,6 +37,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ANIL",
     "MAML",
+    "BlockFeatures",
     "Comparison",
     "Episode",
     "EpisodeSampler",

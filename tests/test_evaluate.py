@@ -33,6 +33,7 @@ from fewshot.evaluation.report import FILES
 from fewshot.learners.features import embed_dataset
 from fewshot.learners.functional import batch_statistics
 from fewshot.models import (
+    BlockFeatures,
     FeatureEnsemble,
     SupportWhitening,
     ViewAveraged,
@@ -364,6 +365,11 @@ def test_report_files_are_complete_and_parseable(small_synthetic, tmp_path):
         ("protonet:runs/x@whiten=5@rewhiten=2", "so it needs @whiten=<s>@prior=<n> and takes the place of"),
         ("protonet:runs/x@whiten=5@prior=30@refine=2@rewhiten=2", "takes the place of @refine=<R>"),
         ("simpleshot:runs/x@rewhiten=2", "so it applies to protonet only"),
+        ("protonet:runs/x@whiten=3@block3=0.5", "so it needs @whiten=<s>@prior=<n>, one run"),
+        ("protonet:runs/a+runs/b@whiten=3@prior=30@block3=0.5", "one run \\(not an ensemble\\)"),
+        ("protonet:runs/x@whiten=3@prior=30@block3=1@block3=2", "and each block once"),
+        ("protonet:runs/x@whiten=3@prior=30@block3=0", "w a positive number \\(e.g. 0.5\\), not '0'"),
+        ("simpleshot:runs/x@block3=0.5", "so it applies to protonet only"),
         ("maml:runs/a+runs/b", "an ensemble of ProtoNets' features, so only protonet takes them"),
         ("protonet:runs/a+", "an empty checkpoint around \\+"),
     ],
@@ -641,6 +647,17 @@ def test_whitening_is_fitted_on_the_runs_own_base_classes_and_is_part_of_a_metho
     assert len(ctx.base_features) == 1  # the base images embedded once for both, with the same views
     refined = build_method(parse_method(f"protonet:{run}@whiten=0.5@prior=30@rewhiten=3"), ctx)
     assert (refined.refine_steps, refined.refine_whitening) == (3, True)
+    # the third block beside the features: fitted on the base classes' features of both, group by group
+    levels = build_method(parse_method(f"protonet:{run}@views=2@whiten=0.5@prior=30@block3=0.25"), ctx)
+    assert isinstance(levels.backbone, ViewAveraged) and isinstance(levels.backbone.backbone, BlockFeatures)
+    both = embed_dataset(levels.feature_extractor(), base)
+    torch.testing.assert_close(both[:, :64], features)
+    groups = [(64, 1.0), (64, 0.25)]
+    expected = SupportWhitening(within_class_covariance(both, labels), 0.5, 30, groups=groups)
+    torch.testing.assert_close(levels.whitening.covariance, expected.covariance)
+    assert levels.whitening.groups == expected.groups == [(0, 64, 1.0), (64, 128, 0.25)]
+    with pytest.raises(MethodError, match="blocks must be distinct numbers from 1 to 3"):
+        build_method(parse_method(f"protonet:{run}@whiten=0.5@prior=30@block4=1"), ctx)
     _evaluate(tmp_path, f"methods=[w=protonet:{run}@whiten=2,p=protonet:{run}@whiten=2@prior=30]", "name=a")
     records = json.loads((tmp_path / "a" / "methods.json").read_text())
     assert (records["w"]["whiten"], records["p"]["whiten"], records["p"]["prior"]) == (2.0, 2.0, 30.0)
@@ -650,6 +667,8 @@ def test_whitening_is_fitted_on_the_runs_own_base_classes_and_is_part_of_a_metho
         (f"w=protonet:{run}@whiten=1", {}),  # another shrinkage: other predictions
         (f"w=protonet:{run}@whiten=2@prior=30", {}),  # pooled with each support set: others again
         (f"w=protonet:{run}@whiten=2@prior=30@rewhiten=2", {}),  # and refined with the queries
+        (f"p=protonet:{run}@whiten=2@prior=30@block2=1", {}),  # with the second block's features too
+        (f"p=protonet:{run}@whiten=2@prior=30", {"p": f"{tmp_path}/a"}),
         (f"w=protonet:{run}@whiten=2", {"w": f"{tmp_path}/a"}),
     ):
         _evaluate(tmp_path, f"methods=[{spec}]", "name=b", f"reuse=[{tmp_path}/a]")

@@ -9,7 +9,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fewshot import ANIL, MAML, FineTune, MetaSGD, ProtoNet, Reptile, SimpleShot, ViewAveraged, build_model
+from fewshot import (
+    ANIL,
+    MAML,
+    BlockFeatures,
+    FineTune,
+    MetaSGD,
+    ProtoNet,
+    Reptile,
+    SimpleShot,
+    ViewAveraged,
+    build_model,
+)
 from fewshot.data import Episode, EpisodeSampler
 from fewshot.learners.functional import SupportStatistics, distillation_loss, forward
 from fewshot.learners.protonet import negative_squared_distances, prototypes, refined_prototypes
@@ -511,6 +522,24 @@ def test_one_view_is_the_backbone_itself_and_views_need_the_image():
     torch.testing.assert_close(eight(images[1:2]), eight(images)[1:2])  # each image on its own
     with pytest.raises(ValueError, match="views must be at least 1"):
         ViewAveraged(backbone, 0)
+
+
+def test_block_features_put_earlier_blocks_max_pooled_outputs_beside_the_features():
+    backbone = build_model("conv4-globalmax", 5).backbone.eval()
+    images = torch.rand(3, 1, 28, 28)
+    levels = BlockFeatures(backbone, [3, 1])
+    assert levels.blocks == (1, 3) and levels.widths == (64, 64) and levels.feature_dim == 192
+    with torch.no_grad():
+        features = levels(images)
+        by_hand = [backbone(images)]
+        for stop in (1, 3):  # the outputs of blocks 1 and 3, each image's maximum per channel
+            by_hand.append(backbone.run_blocks(images, 0, stop).flatten(2).max(2).values)
+    torch.testing.assert_close(features, torch.cat(by_hand, 1))
+    wide = BlockFeatures(build_backbone("resnet12", 3, 32).eval(), [2])
+    assert wide(torch.rand(2, 3, 32, 32)).shape == (2, wide.feature_dim)
+    for bad in ([4], [0], [2, 2], []):
+        with pytest.raises(ValueError, match="blocks must be distinct numbers from 1 to 3"):
+            BlockFeatures(backbone, bad)
 
 
 def test_conv4_width_is_part_of_the_backbone_name(tmp_path):

@@ -218,3 +218,35 @@ def test_whitening_by_own_spread_gives_mahalanobis_distances_and_a_finite_gradie
         whiten_by_own_spread(features, labels, 8, 0.0)
     with pytest.raises(ValueError, match="leave no within-class variance"):
         whiten_by_own_spread(features[:3], torch.arange(3), 3, shrink)
+
+
+def test_grouped_support_whitening_whitens_each_group_alone_and_weighs_it():
+    features, labels = _classes()
+    covariance = within_class_covariance(features, labels)
+    support, support_labels = _classes(n_classes=3, per_class=4, seed=1)
+    shrink, prior = 0.5, 12.0
+    grouped = SupportWhitening(covariance, shrink, prior, groups=[(4, 1.0), (2, 0.25)])
+    matrix = grouped(support, support_labels, n_way=3)
+    # by hand: each group's own whitening from its own block of the covariance, the second halved
+    first = SupportWhitening(covariance[:4, :4], shrink, prior)(support[:, :4], support_labels, n_way=3)
+    second = SupportWhitening(covariance[4:, 4:], shrink, prior)(support[:, 4:], support_labels, n_way=3)
+    torch.testing.assert_close(matrix, torch.block_diag(first, 0.5 * second))
+    # so a squared distance is the first group's plus a quarter of the second's
+    a, b = features[:5], features[5:10]
+    d = ((a - b) @ matrix).pow(2).sum(1)
+    parts = ((slice(4), first), (slice(4, 6), second))
+    own = [((a[:, cols] - b[:, cols]) @ m).pow(2).sum(1) for cols, m in parts]
+    by_group = own[0] + 0.25 * own[1]
+    torch.testing.assert_close(d, by_group)
+    # one group of weight 1 is the whitening without groups
+    whole = SupportWhitening(covariance, shrink, prior, groups=[(6, 1.0)])
+    plain = SupportWhitening(covariance, shrink, prior)
+    torch.testing.assert_close(whole(support, support_labels, 3), plain(support, support_labels, 3))
+    # refined with the queries, the groups stay apart too
+    centres = prototypes(support, support_labels, 3)
+    weights = torch.full((5, 3), 1 / 3, dtype=torch.float64)
+    refined = grouped.with_queries(support, support_labels, centres, features[:5], weights)
+    assert torch.count_nonzero(refined[:4, 4:]) == 0 and torch.count_nonzero(refined[4:, :4]) == 0
+    for bad in ([(4, 1.0), (3, 1.0)], [(6, 0.0)], [(0, 1.0), (6, 1.0)]):
+        with pytest.raises(ValueError, match="groups must split the 6 features into runs of at least one"):
+            SupportWhitening(covariance, shrink, prior, groups=bad)

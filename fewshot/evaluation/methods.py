@@ -36,8 +36,11 @@ rotated or mirrored copies), shrunk towards the identity by ``s`` times its mean
 of freedom, pooled with each episode's support set's own within-class spread
 (:class:`fewshot.models.SupportWhitening`); ``@rewhiten=<R>`` in place of ``@refine=<R>`` refines
 the class means and that pooled whitening together with the episode's queries
-(:func:`fewshot.learners.protonet.refined_with_whitening`, transductive). Everything is checked
-before any episode runs.
+(:func:`fewshot.learners.protonet.refined_with_whitening`, transductive). With ``@whiten=<s>@prior=<n>``,
+``@block<i>=<w>`` (e.g. ``@block3=0.5``) puts the output of the backbone's block i (counted from 1,
+before the last), max-pooled over its positions, beside the features, whitened on its own and
+weighted w in the squared distances (:class:`fewshot.models.blocks.BlockFeatures`); several blocks
+may be given. Everything is checked before any episode runs.
 
 A ``protonet`` spec may name several runs joined by ``+``, ``protonet:runs/a+runs/b``: an
 ensemble, each image's features from every run side by side
@@ -63,6 +66,7 @@ from fewshot.learners import FineTune, Learner, SimpleShot
 from fewshot.learners.features import embed, embed_dataset
 from fewshot.learners.maml import TEST_NORMS
 from fewshot.models import (
+    BlockFeatures,
     FeatureEnsemble,
     SupportWhitening,
     ViewAveraged,
@@ -106,7 +110,8 @@ class MethodSpec:
     inductive), ``members`` the runs after the first of a ``protonet:a+b`` ensemble, ``whiten``
     the shrinkage of ``@whiten=<s>`` (0: features as they are), ``prior`` the degrees of
     freedom of ``@prior=<n>`` (0: one matrix for every episode), ``rewhiten`` the rounds of
-    ``@rewhiten=<R>`` (0: the whitening from the support set alone)."""
+    ``@rewhiten=<R>`` (0: the whitening from the support set alone), ``blocks`` the
+    ``(block, weight)`` of each ``@block<i>=<w>``."""
 
     label: str
     kind: str
@@ -119,6 +124,7 @@ class MethodSpec:
     whiten: float = 0.0
     prior: float = 0.0
     rewhiten: int = 0
+    blocks: tuple[tuple[int, float], ...] = ()
 
     @property
     def is_finetune(self) -> bool:
@@ -171,10 +177,11 @@ def parse_method(text: str) -> MethodSpec:
     whiten = [c for c in changes if c.partition("=")[0] == "whiten"]
     prior = [c for c in changes if c.partition("=")[0] == "prior"]
     rewhiten = [c for c in changes if c.partition("=")[0] == "rewhiten"]
+    block = [c for c in changes if re.fullmatch(r"block\d+", c.partition("=")[0])]
     adapt = tuple(
         _parse_adapt(text, kind, change)
         for change in changes
-        if change not in views + refine + whiten + prior + rewhiten
+        if change not in views + refine + whiten + prior + rewhiten + block
     )
     default_label = (f"{kind}:{path}" if path else kind) + "".join(f"@{c}" for c in changes)
     n_views = (
@@ -201,6 +208,15 @@ def parse_method(text: str) -> MethodSpec:
             f"method {text!r}: @rewhiten=<R> refines the class means and the support set's whitening "
             "together, so it needs @whiten=<s>@prior=<n> and takes the place of @refine=<R>"
         )
+    blocks = tuple(
+        (int(c.partition("=")[0].removeprefix("block")), _parse_positive(text, kind, [c], "w", "0.5"))
+        for c in block
+    )
+    if blocks and (not prior or members or len({b for b, _ in blocks}) < len(blocks)):
+        raise MethodError(
+            f"method {text!r}: @block<i>=<w> whitens an earlier block's features on their own beside "
+            "the run's, so it needs @whiten=<s>@prior=<n>, one run (not an ensemble), and each block once"
+        )
     return MethodSpec(
         label.strip() or default_label,
         kind,
@@ -213,6 +229,7 @@ def parse_method(text: str) -> MethodSpec:
         _parse_positive(text, kind, whiten, "s", "1") if whiten else 0.0,
         _parse_prior(text, kind, whiten, prior) if prior else 0.0,
         n_rewhiten,
+        blocks,
     )
 
 
@@ -343,6 +360,15 @@ def build_method(spec: MethodSpec, ctx: BuildContext) -> Learner:
         if spec.members:  # a protonet ensemble
             others = [_from_run(spec, *_load(spec, member, ctx), ctx) for member in spec.members]
             learner.backbone = FeatureEnsemble([learner.backbone, *(o.backbone for o in others)])
+        if spec.blocks:  # earlier blocks' pooled outputs beside the features, whitened group by group
+            try:
+                levels = BlockFeatures(learner.backbone, [b for b, _ in spec.blocks])
+            except ValueError as err:
+                raise MethodError(f"method {spec.label!r}: {err}") from None
+            weights = dict(spec.blocks)
+            groups = [(levels.backbone.feature_dim, 1.0)]
+            groups += [(width, weights[b]) for b, width in zip(levels.blocks, levels.widths, strict=True)]
+            learner.backbone = levels
         if spec.views > 1 and spec.kind == "protonet":
             learner.backbone = ViewAveraged(learner.backbone, spec.views, ctx.seed)
         elif spec.views > 1:  # maml or fomaml: every inner step and prediction sees the views
@@ -352,13 +378,15 @@ def build_method(spec: MethodSpec, ctx: BuildContext) -> Learner:
             learner.refine_whitening = bool(spec.rewhiten)
         if spec.whiten:  # the same; it replaces any whitening a run learned in training
             learner.train_shrink = None
-            key = (path, spec.members, spec.views)
+            key = (path, spec.members, spec.views, tuple(b for b, _ in spec.blocks))
             if key not in ctx.base_features:
                 ctx.base_features[key] = _base_features(learner.backbone, spec, path, config, ctx.device)
             features, labels = ctx.base_features[key]
             if spec.prior:
                 covariance = within_class_covariance(features, labels)
-                learner.whitening = SupportWhitening(covariance, spec.whiten, spec.prior)
+                learner.whitening = SupportWhitening(
+                    covariance, spec.whiten, spec.prior, groups if spec.blocks else None
+                )
             else:
                 matrix = within_class_whitening(features, labels, spec.whiten)
                 learner.backbone = Whitened(learner.backbone, matrix)

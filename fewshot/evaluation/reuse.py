@@ -46,7 +46,8 @@ class Reused:
 def method_records(specs: list[MethodSpec]) -> dict[str, dict[str, Any]]:
     """What identifies each method's predictions: kind, frozen blocks, checkpoint and its SHA-256,
     and the changes to its test-time adaptation, its averaged views, its refinement rounds, its
-    whitening (and its rounds) and the other runs of an ensemble (only where there are some)."""
+    whitening (and its rounds), its earlier blocks' weights and the other runs of an ensemble
+    (only where there are some)."""
     records = {}
     for spec in specs:
         path = resolve_checkpoint(spec.checkpoint) if spec.checkpoint is not None else None
@@ -71,6 +72,8 @@ def method_records(specs: list[MethodSpec]) -> dict[str, dict[str, Any]]:
             records[spec.label]["prior"] = spec.prior
         if spec.rewhiten:
             records[spec.label]["rewhiten"] = spec.rewhiten
+        if spec.blocks:
+            records[spec.label]["blocks"] = {str(b): w for b, w in sorted(spec.blocks)}
     return records
 
 

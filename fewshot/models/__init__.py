@@ -1,9 +1,11 @@
 """Networks: backbones (Conv-4, ResNet-12, torchvision ResNets), the N-way classifier, a
-backbone whose features are averaged over fixed affine views of each image, several
+backbone whose features are averaged over fixed affine views of each image, one with earlier
+blocks' outputs beside its features, several
 backbones' features side by side, and features whitened by known classes' within-class spread
 (pooled with each episode's support set, if asked)."""
 
 from fewshot.models.backbones import Conv4, ResNet12, TorchvisionBackbone, channels_last
+from fewshot.models.blocks import BlockFeatures
 from fewshot.models.classifier import (
     BACKBONES,
     HEADS,
@@ -26,6 +28,7 @@ from fewshot.models.whiten import (
 
 __all__ = [
     "BACKBONES",
+    "BlockFeatures",
     "HEADS",
     "Classifier",
     "Conv4",

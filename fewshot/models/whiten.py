@@ -14,6 +14,8 @@ how they vary.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -139,12 +141,25 @@ class SupportWhitening(nn.Module):
     episode's own spread counts. It uses only the labelled support set: a query's prediction
     still depends on nothing but the query and the support set.
 
+    ``groups``, ``[(size, weight), ...]`` over consecutive features (e.g. a backbone's features
+    and an earlier block's, :class:`fewshot.models.blocks.BlockFeatures`), whitens each group on
+    its own (each shrunk by its own mean variance, no covariance between groups) and multiplies
+    its whitened features by ``sqrt(weight)``, so a squared distance is the weighted sum of the
+    groups' own. Whitening removes any scale a group's features had, so the weight is the only
+    thing that sets how much a group counts.
+
     Example:
         >>> whitening = SupportWhitening(within_class_covariance(base_features, base_labels), 5, 30)
         >>> proto = ProtoNet(backbone, whitening=whitening)  # then evaluate as usual
     """
 
-    def __init__(self, covariance: torch.Tensor, shrink: float, prior: float):
+    def __init__(
+        self,
+        covariance: torch.Tensor,
+        shrink: float,
+        prior: float,
+        groups: Sequence[tuple[int, float]] | None = None,
+    ):
         super().__init__()
         if shrink <= 0 or prior <= 0:
             raise ValueError(f"shrink and prior must be > 0, got {shrink} and {prior}")
@@ -153,8 +168,21 @@ class SupportWhitening(nn.Module):
                 "covariance must be a square [D, D] matrix (within_class_covariance), "
                 f"got {tuple(covariance.shape)}"
             )
-        self.register_buffer("covariance", _shrunk(covariance.double(), shrink))
         self.prior = prior
+        self.groups: list[tuple[int, int, float]] | None = None  # (first, end, weight) of each group
+        if groups is None:
+            self.register_buffer("covariance", _shrunk(covariance.double(), shrink))
+            return
+        sizes, weights = [int(size) for size, _ in groups], [float(weight) for _, weight in groups]
+        if sum(sizes) != len(covariance) or min(sizes) < 1 or min(weights) <= 0:
+            raise ValueError(
+                f"groups must split the {len(covariance)} features into runs of at least one, each "
+                f"with a weight > 0; got sizes {sizes} and weights {weights}"
+            )
+        ends = torch.tensor(sizes).cumsum(0).tolist()
+        self.groups = [(e - n, e, w) for n, e, w in zip(sizes, ends, weights, strict=True)]
+        blocks = [covariance.double()[a:e, a:e] for a, e, _ in self.groups]
+        self.register_buffer("covariance", torch.block_diag(*(_shrunk(b, shrink) for b in blocks)))
 
     def forward(self, support: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
         """The matrices ``[..., D, D]`` for ``[..., S, D]`` support features with labels ``[..., S]``
@@ -162,7 +190,7 @@ class SupportWhitening(nn.Module):
         self._check(support)
         scatter, dof = _within_class_scatter(support, labels, n_way)
         dof = (dof + self.prior).unsqueeze(-1).unsqueeze(-1)
-        return _inverse_square_root((scatter + self.prior * self.covariance) / dof).to(support.dtype)
+        return self._matrix((scatter + self.prior * self.covariance) / dof).to(support.dtype)
 
     def with_queries(
         self,
@@ -186,7 +214,17 @@ class SupportWhitening(nn.Module):
         spread = q.unsqueeze(-2) - c.unsqueeze(-3)  # [..., M, N, D]
         scatter = scatter + torch.einsum("...mn,...mnd,...mne->...de", w, spread, spread)
         dof = labels.shape[-1] + queries.shape[-2] - centres.shape[-2] + self.prior
-        return _inverse_square_root((scatter + self.prior * self.covariance) / dof).to(support.dtype)
+        return self._matrix((scatter + self.prior * self.covariance) / dof).to(support.dtype)
+
+    def _matrix(self, pooled: torch.Tensor) -> torch.Tensor:
+        """``pooled^(-1/2)``; with ``groups``, of its diagonal blocks alone (one small
+        eigendecomposition each), each block times the square root of its weight."""
+        if self.groups is None:
+            return _inverse_square_root(pooled)
+        matrix = torch.zeros_like(pooled)
+        for a, e, weight in self.groups:
+            matrix[..., a:e, a:e] = _inverse_square_root(pooled[..., a:e, a:e]) * weight**0.5
+        return matrix
 
     def _check(self, support: torch.Tensor) -> None:
         if support.shape[-1] != len(self.covariance):
