@@ -203,7 +203,8 @@ class WeightAverage:
     so it validates and adapts exactly as the learner does. The decay at step ``t`` is
     ``min(decay, (1 + t) / (10 + t))``, as in TensorFlow's ExponentialMovingAverage with
     ``num_updates``: with a fixed decay the random initial weights would linger (5% of the
-    average after 3,000 steps at 0.999, which cost Omniglot's ProtoNet 0.6 to 2 points)."""
+    average after 3,000 steps at 0.999, which cost a ProtoNet up to 2 points on held-out
+    Omniglot alphabets)."""
 
     def __init__(self, learner: torch.nn.Module, decay: float) -> None:
         self.decay = decay

@@ -32,7 +32,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     # (the quick mode averages 2 test-time views where the study averages 16, and its labels say so)
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 228
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 232
     assert {
         "maml-10steps",
         "maml-pretrained-10steps",
@@ -307,6 +307,9 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     assert support["adapt"] == {"inner.test_norm": "support"}
     whitened = methods["protonet-flip-16k-trainval-bf16-globalmax-s1-2views-whiten3-prior30-refine5"]
     assert (whitened["views"], whitened["whiten"], whitened["prior"], whitened["refine"]) == (2, 3.0, 30, 5)
+    levels = methods["protonet-flip-16k-trainval-bf16-globalmax-within-2views-whiten3-prior30-blocks"]
+    assert (levels["whiten"], levels["prior"]) == (3.0, 30)
+    assert levels["blocks"] == {"1": 0.25, "2": 0.25, "3": 0.5}
     pair = methods["protonet-flip-16k-trainval-bf16-globalmax-x2-2views-whiten3-prior30-refine5"]
     assert len(pair["members"]) == 1 and (pair["whiten"], pair["refine"]) == (3.0, 5)
     refined = methods["protonet-flip-2views-refine2"]

@@ -546,11 +546,16 @@ declare -A OTHER_NORMS=()  # these runs are also scored with each BatchNorm list
 # Session 48: these runs are also scored with views, session 44's whitening (3:30) and R rounds of transductive
 # refinement (chosen on held-out alphabets: README), as <run>-<V>views-whiten3-prior30-refine<R>.
 declare -A WHITEN_REFINE=()
+# Session 49: these runs are also scored with views, that whitening and the earlier blocks' pooled outputs beside
+# the features, each whitened on its own, at the weights chosen on held-out alphabets (README), as
+# <run>-<V>views-whiten3-prior30-blocks.
+declare -A BLOCKS=()
 for start in protonet-flip-16k-trainval-bf16-globalmax{,-s1,-within,-within-s1}; do
   run=protomaml-$start-init
   PROTOMAML_GLOBALMAX+=("$run")
   VIEWS[$run]=$NVIEWS CHECKPOINT[$run]=last.pt KIND[$run]=fomaml OTHER_NORMS[$run]="running support"
   WHITEN_REFINE[$start]=5
+  BLOCKS[$start]=@block3=0.5@block2=0.25@block1=0.25
 done
 candidates=()
 for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained protomaml-pretrained protomaml-protonet \
@@ -598,6 +603,8 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
   pooled_candidate "$run-${views}views" "$kind:$source@views=$views" "${POOLED[$run]:-}"
   refine=${WHITEN_REFINE[$run]:-}
   [[ -n $refine ]] && candidates+=("$run-${views}views-whiten3-prior30-refine$refine=$kind:$source@views=$views@whiten=3@prior=30@refine=$refine")
+  blocks=${BLOCKS[$run]:-}
+  [[ -n $blocks ]] && candidates+=("$run-${views}views-whiten3-prior30-blocks=$kind:$source@views=$views@whiten=3@prior=30$blocks")
   # Proto-MAML's starts, also with BatchNorm on other statistics: each query classified on its own
   for norm in ${OTHER_NORMS[$run]:-}; do
     candidates+=("$run-${views}views-$norm=$kind:$source@views=$views@inner.test_norm=$norm")
