@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from fewshot.io import atomic_write
 from fewshot.learners.features import embed, embed_dataset
 from fewshot.models import SupportWhitening, ViewAveraged, build_backbone, load_backbone_weights
 from fewshot.models.whiten import within_class_covariance
@@ -71,7 +72,7 @@ def cached_features(run: Path) -> list[torch.Tensor]:
         images = splits[name]
         features = embed_dataset(functools.partial(embed, net), images, torch.device("cpu"))
         out += [features.double(), torch.arange(images.num_classes).repeat_interleave(images.counts)]
-    torch.save(out, cache)
+    atomic_write(cache, lambda f: torch.save(out, f))  # an interrupted run leaves no half-written cache
     return out
 
 
@@ -208,6 +209,8 @@ def main() -> None:
     )
     parser.add_argument("check", choices=("joined", "weights", "sn", "mean", "plda"))
     args = parser.parse_args()
+    if not (args.run / "best.pt").is_file() or not (args.run / "split.json").is_file():
+        parser.error(f"{str(args.run)!r} is not a run directory with best.pt and split.json")
     data = cached_features(args.run)
     if args.check == "plda":
         score_plda(data)
