@@ -131,6 +131,20 @@ class TrainWhitenConfig:
 
 
 @dataclass
+class TrainBlocksConfig:
+    """protonet: earlier blocks' outputs beside the features in training's distances."""
+
+    # one weight per block before the last (Conv-4: blocks 1, 2, 3), e.g. [0.25, 0.25, 0.5]: each
+    # block's output, max-pooled over its positions, joins the features and its squared distances
+    # count that many times (as @block<i>=<w> at test time, without the whitening); 0 leaves a block
+    # out, and null trains on the features alone
+    weights: list[float] | None = None
+    # true: each such block has a ProtoNet loss of its own, added that many times to the features'
+    # (deep supervision), instead of joining the features' distances
+    apart: bool = False
+
+
+@dataclass
 class TrainConfig:
     steps: int = 1000
     seed: int = 0
@@ -171,6 +185,7 @@ class Config:
     distill: DistillConfig = field(default_factory=DistillConfig)
     base_head: BaseHeadConfig = field(default_factory=BaseHeadConfig)
     train_whiten: TrainWhitenConfig = field(default_factory=TrainWhitenConfig)
+    train_blocks: TrainBlocksConfig = field(default_factory=TrainBlocksConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     summary: SummaryConfig = field(default_factory=SummaryConfig)
 
@@ -555,6 +570,28 @@ def _check(cfg: DictConfig) -> None:
             f"train_whiten.shrink={shrink} whitens ProtoNet's episode features in training; "
             f"{cfg.learner} does not use it: drop the override or use learner protonet"
         )
+    weights = cfg.get("train_blocks", {}).get("weights")  # runs saved before the option lack it
+    if weights is None and cfg.get("train_blocks", {}).get("apart", False):
+        raise ConfigError(
+            "train_blocks.apart=true gives each block of train_blocks.weights a loss of its own; "
+            "set the weights too, e.g. train_blocks.weights=[0.25,0.25,0.5]"
+        )
+    if weights is not None:
+        if cfg.learner != "protonet":
+            raise ConfigError(
+                f"train_blocks.weights={list(weights)} puts earlier blocks in ProtoNet's episode "
+                f"distances; {cfg.learner} does not use it: drop the override or use learner protonet"
+            )
+        if min(weights, default=0) < 0 or max(weights, default=0) <= 0:
+            raise ConfigError(
+                f"train_blocks.weights={list(weights)} needs one weight >= 0 per block before the last, "
+                "at least one of them > 0 (e.g. [0.25,0.25,0.5] for a Conv-4), or null for none"
+            )
+        if shrink is not None:
+            raise ConfigError(
+                "train_blocks.weights and train_whiten.shrink are two metrics for training's distances; "
+                "set one of them to null"
+            )
     head = cfg.model.get("head", "linear")  # runs saved before the option lack it
     if head not in HEADS:
         raise ConfigError(f"model.head={head!r} is not one of: {', '.join(HEADS)}")

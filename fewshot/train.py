@@ -120,6 +120,8 @@ def build_learner(cfg: DictConfig, channels: int, image_size: int, n_base: int) 
             "base_classes": n_base,
             "base_weight": cfg.get("base_head", {}).get("weight", 0.0),
             "train_shrink": cfg.get("train_whiten", {}).get("shrink"),
+            "block_weights": cfg.get("train_blocks", {}).get("weights") or (),
+            "blocks_apart": cfg.get("train_blocks", {}).get("apart", False),
         }
         distill = cfg.get("distill")
         if distill is None or distill.teacher is None:

@@ -813,6 +813,54 @@ def test_protonet_with_a_base_head_adds_the_base_class_cross_entropy(small_synth
         ProtoNet(backbone, base_weight=0.5)
 
 
+def test_protonet_trained_with_blocks_measures_distances_with_them(small_synthetic):
+    """With block_weights, meta_loss is ProtoNet's cross-entropy on the features with each chosen
+    earlier block beside them (max-pooled, times the square root of its weight), the backbone's
+    state unchanged (no extra entries); prediction still uses the features alone."""
+    batch = _double_batch(small_synthetic, tasks=2, k=2, q=4)
+    torch.manual_seed(0)
+    backbone = build_backbone("conv4").double()
+    proto = ProtoNet(backbone, block_weights=[0.25, 0.0, 0.5])
+    loss, _ = proto.meta_loss(batch)
+    apart, _ = ProtoNet(backbone, block_weights=[0.25, 0.0, 0.5], blocks_apart=True).meta_loss(batch)
+    joined, each = [], []  # apart: the features' loss plus each block's own, times its weight
+    for i in range(2):
+        sx, sy, qx, qy = batch.support_x[i], batch.support_y[i], batch.query_x[i], batch.query_y[i]
+        x = torch.cat((sx, qx))
+        first = backbone.blocks[0](x)
+        third = backbone.blocks[2](backbone.blocks[1](first))
+        groups = ((backbone(x), 1.0), (first.amax((2, 3)), 0.25), (third.amax((2, 3)), 0.5))
+
+        def proto_loss(feats: torch.Tensor, sy=sy, qy=qy) -> torch.Tensor:
+            return F.cross_entropy(negative_squared_distances(feats[10:], prototypes(feats[:10], sy, 5)), qy)
+
+        joined.append(proto_loss(torch.cat([feats * w**0.5 for feats, w in groups], 1)))
+        each.append(sum(w * proto_loss(feats) for feats, w in groups))
+    torch.testing.assert_close(loss, torch.stack(joined).mean())
+    torch.testing.assert_close(apart, torch.stack(each).mean())
+    plain, _ = ProtoNet(backbone).meta_loss(batch)
+    assert loss.item() != pytest.approx(plain.item(), abs=1e-3)
+    assert apart.item() != pytest.approx(plain.item(), abs=1e-3)
+    assert set(proto.state_dict()) == set(ProtoNet(backbone).state_dict())
+    proto.eval()
+    with torch.no_grad():
+        scores = proto.adapt_batch(batch.support_x[:1], batch.support_y[:1])(batch.query_x[:1])
+        torch.testing.assert_close(
+            scores,
+            ProtoNet(backbone)
+            .eval()
+            .adapt_batch(batch.support_x[:1], batch.support_y[:1])(batch.query_x[:1]),
+        )
+    with pytest.raises(ValueError, match="block_weights must be >= 0 with one > 0"):
+        ProtoNet(backbone, block_weights=[0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="blocks must be distinct numbers from 1 to 3"):
+        ProtoNet(backbone, block_weights=[0.0, 0.0, 0.0, 1.0])
+    with pytest.raises(ValueError, match="two metrics for training"):
+        ProtoNet(backbone, block_weights=[1.0], train_shrink=3.0)
+    with pytest.raises(ValueError, match="blocks_apart gives each of block_weights' blocks a loss"):
+        ProtoNet(backbone, blocks_apart=True)
+
+
 def test_protonet_trained_whitened_measures_mahalanobis_distances(small_synthetic):
     """With train_shrink, meta_loss is ProtoNet's cross-entropy with -(q - c)^T C^-1 (q - c) as
     logits, C the shrunk within-class covariance of the episode's own features (support and

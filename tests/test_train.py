@@ -223,6 +223,22 @@ def test_protonet_with_a_base_head_saves_it_resumes_and_is_evaluated_without_it(
         load_config("reptile", ["train_whiten.shrink=3"])
     with pytest.raises(ConfigError, match="train_whiten.shrink=0.0 must be > 0"):
         load_config("protonet", ["train_whiten.shrink=0"])
+    with pytest.raises(ConfigError, match=r"train_blocks.weights=\[0.5\] puts earlier blocks"):
+        load_config("maml", ["train_blocks.weights=[0.5]"])
+    with pytest.raises(ConfigError, match="needs one weight >= 0 per block before the last"):
+        load_config("protonet", ["train_blocks.weights=[0,0,0]"])
+    with pytest.raises(ConfigError, match="set the weights too"):
+        load_config("protonet", ["train_blocks.apart=true"])
+    with pytest.raises(ConfigError, match="two metrics for training's distances"):
+        load_config("protonet", ["train_blocks.weights=[0.5]", "train_whiten.shrink=3"])
+    # a run trained with earlier blocks in its distances saves the backbone alone, as a plain run
+    main([*args, "train.name=blocks", "train_blocks.weights=[0.25,0.25,0.5]"])
+    saved = load_checkpoint(tmp_path / "blocks" / "last.pt")
+    assert set(saved["model"]) == set(load_checkpoint(tmp_path / "headed" / "last.pt")["model"]) - {
+        "base_head.weight",
+        "base_head.bias",
+    }
+    assert list(saved["config"]["train_blocks"]["weights"]) == [0.25, 0.25, 0.5]
     # a run trained whitened saves its running covariance, which its evaluation whitens with
     main([*args, "train.name=whitened", "train_whiten.shrink=3"])
     saved = load_checkpoint(tmp_path / "whitened" / "last.pt")["model"]

@@ -1,4 +1,4 @@
-"""Session 49's exploratory checks: test-side rules scored on a validation network's cached features.
+"""Exploratory checks (sessions 49 and 50): test-side rules scored on a validation network's cached features.
 
 Before ``@block<i>=<w>`` existed, these checks asked which earlier blocks help, and how, without
 going through ``python -m fewshot.evaluate``. The run's base characters (as drawn) and its held-out
@@ -9,17 +9,23 @@ the same ones for every rule, so the rules are paired; they are not the study's 
 is a list of feature groups, each whitened on its own as ``SupportWhitening`` whitens (its base
 covariance shrunk by ``s`` times its mean variance, worth ``n`` degrees of freedom against the
 support set's spread) and weighted in the squared distances; ``plda`` instead shrinks each class
-mean along the base characters' between-class directions (a two-level Gaussian model).
+mean along the base characters' between-class directions (a two-level Gaussian model). Session 50
+added heavier weights for the earlier blocks, other rules than the nearest class mean on the same
+whitened features (``classify``: a reweighted mean, a logistic regression started at ProtoNet's
+head), positions kept apart rather than max-pooled (``positions``, a second cache), and
+``against``, which pairs two networks trained on one split (e.g. one with ``train_blocks``).
 
     python experiments/omniglot/explore_blocks.py runs/omniglot/protonet-flip-bf16-alphabets-globalmax weights
-    # checks: joined, weights, sn, mean, plda; prints each rule's accuracy and its paired
-    # difference from the first rule (the last block's features alone, s = 3, n = 30)
+    # checks: joined, weights, sn, mean, plda (session 49), heavier, classify, positions (session 50);
+    # prints each rule's accuracy and its paired difference from the first rule (the last block's
+    # features alone, s = 3, n = 30); `against --other <run>` pairs two networks of one split
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -34,6 +40,8 @@ from fewshot.train import load_checkpoint, load_splits
 WIDTH = 64  # conv-4's channels: column groups of the cached features
 MAX = [list(range(WIDTH * i, WIDTH * (i + 1))) for i in range(4)]  # blocks 1, 2, 3 max-pooled; the features
 MEAN = [list(range(WIDTH * (4 + i), WIDTH * (5 + i))) for i in range(3)]  # blocks 1, 2, 3 averaged
+# Positions' columns after those: block 3's 3x3, the last block's 3x3 before its maximum, block 2 at 3x3
+POSITIONS = [list(range(WIDTH * 7 + 576 * i, WIDTH * 7 + 576 * (i + 1))) for i in range(3)]
 SETTINGS = ((5, 1), (20, 1), (5, 5), (20, 5))
 
 
@@ -54,9 +62,35 @@ class EveryBlock(torch.nn.Module):
         return torch.cat(maxima + means, 1)
 
 
-def cached_features(run: Path) -> list[torch.Tensor]:
-    """Base features, base labels, held-out features, held-out labels (float64 features)."""
-    cache = run / "explore_blocks_features.pt"
+class Positions(torch.nn.Module):
+    """A Conv-4's positions kept apart: block 3's 3x3 output, the last block's 3x3 map before its global
+    maximum, and block 2's 7x7 output max-pooled to 3x3 (576 features each)."""
+
+    def __init__(self, backbone: torch.nn.Module):
+        super().__init__()
+        self.backbone, self.feature_dim = backbone, WIDTH * 9 * 3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        blocks = self.backbone.blocks
+        second = blocks[1](blocks[0](x))
+        third = blocks[2](second)
+        last = torch.relu(blocks[3][1](blocks[3][0](third)))  # conv and BatchNorm, before the pool
+        pooled = torch.nn.functional.adaptive_max_pool2d(second, 3)
+        return torch.cat([third.flatten(1), last.flatten(1), pooled.flatten(1)], 1)
+
+
+def cached_features(run: Path, positions: bool = False) -> list[torch.Tensor]:
+    """Base features, base labels, held-out features, held-out labels (float64 features); with
+    ``positions``, :class:`Positions`' features after the pooled ones (columns ``POSITIONS``)."""
+    if positions:
+        pooled, kept = cached_features(run), _cached(run, "explore_blocks_positions.pt", Positions)
+        return [torch.cat((pooled[0], kept[0]), 1), pooled[1], torch.cat((pooled[2], kept[2]), 1), pooled[3]]
+    return _cached(run, "explore_blocks_features.pt", EveryBlock)
+
+
+def _cached(run: Path, name: str, module: type[torch.nn.Module]) -> list[torch.Tensor]:
+    """``module``'s view-averaged features of the run's base and held-out characters, and their labels."""
+    cache = run / name
     if cache.is_file():
         return torch.load(cache, weights_only=True)
     config = load_checkpoint(run / "best.pt")["config"]
@@ -66,7 +100,7 @@ def cached_features(run: Path) -> list[torch.Tensor]:
     splits = load_splits(data, required=("base", "val"))[0]
     backbone = build_backbone(config["model"]["backbone"], 1, data.image_size)
     load_backbone_weights(backbone, run / "best.pt")
-    net = ViewAveraged(EveryBlock(backbone), 16, 0).eval()
+    net = ViewAveraged(module(backbone), 16, 0).eval()
     out = []
     for name in ("base", "val"):
         images = splits[name]
@@ -91,36 +125,89 @@ def episodes(labels: torch.Tensor, n: int, k: int, q: int, count: int, seed: int
         yield torch.stack(support), torch.stack(query)
 
 
-def score_groups(data: list[torch.Tensor], rules: dict[str, list[tuple]], count: int = 600) -> None:
-    """Print each rule's accuracy per setting and its paired difference from the first rule. A rule
-    is ``[(columns, s, n, weight), ...]``."""
+def score_groups(
+    data: list[torch.Tensor], rules: dict[str, list[tuple]], count: int = 600
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Print each rule's accuracy per setting and its paired difference from the first rule, and
+    return the episodes' accuracies (``{setting: {rule: [count]}}``, to pair networks). A rule
+    is ``[(columns, s, n, weight), ...]``, or ``(groups, classify)`` with a ``classify(support
+    [N, K, D], queries [M, D]) -> predicted classes [M]`` other than the nearest class mean, both
+    already whitened group by group and scaled by the square roots of the weights."""
     base_f, base_y, val_f, val_y = data
+    rules = {name: rule if isinstance(rule, tuple) else (rule, nearest_mean) for name, rule in rules.items()}
     priors = {}
-    for groups in rules.values():
+    for groups, _ in rules.values():
         for cols, s, _, _ in groups:
             key = (tuple(cols), s)
             if key not in priors:
                 priors[key] = SupportWhitening(
                     within_class_covariance(base_f[:, cols], base_y), s, 1.0
                 ).covariance
+    scores = {}
     for n_way, k in SETTINGS:
         correct = {rule: [] for rule in rules}
         for support, query in episodes(val_y, n_way, k, 15, count, 0):
             truth = torch.arange(n_way).repeat_interleave(query.shape[1])
-            for rule, groups in rules.items():
-                total = 0
+            for rule, (groups, classify) in rules.items():
+                whitened_support, whitened_queries = [], []
                 for cols, s, n, weight in groups:
                     f = val_f[:, cols]
                     xs, xq = f[support], f[query].reshape(-1, len(cols))
-                    means = xs.mean(1)
-                    residuals = (xs - means[:, None]).reshape(-1, len(cols))
+                    residuals = (xs - xs.mean(1, keepdim=True)).reshape(-1, len(cols))
                     pooled = (residuals.T @ residuals + n * priors[(tuple(cols), s)]) / (n_way * (k - 1) + n)
-                    factor = torch.linalg.cholesky(pooled)
-                    a = torch.linalg.solve_triangular(factor, xq.T, upper=False).T
-                    b = torch.linalg.solve_triangular(factor, means.T, upper=False).T
-                    total = total + weight * torch.cdist(a, b) ** 2
-                correct[rule].append((total.argmin(1) == truth).double().mean())
+                    factor = torch.linalg.cholesky(pooled) / weight**0.5
+                    whitened_support.append(
+                        torch.linalg.solve_triangular(factor, xs.reshape(-1, len(cols)).T, upper=False).T
+                    )
+                    whitened_queries.append(torch.linalg.solve_triangular(factor, xq.T, upper=False).T)
+                xs = torch.cat(whitened_support, 1).reshape(n_way, k, -1)
+                predicted = classify(xs, torch.cat(whitened_queries, 1))
+                correct[rule].append((predicted == truth).double().mean())
         _report(f"{n_way}w{k}s", correct)
+        scores[f"{n_way}w{k}s"] = {rule: torch.stack(values) * 100 for rule, values in correct.items()}
+    return scores
+
+
+def nearest_mean(support: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """ProtoNet's rule: the class whose support mean is nearest."""
+    return torch.cdist(queries, support.mean(1)).argmin(1)
+
+
+def reweighted_mean(temperature: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The nearest class centre, each centre a mean of its support images weighted by
+    ``exp(-d^2 / (2 temperature D))`` of their squared distance ``d^2`` from the plain mean (``D`` the
+    dimension): an image drawn unlike its class's others counts less."""
+
+    def classify(support: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        d2 = (support - support.mean(1, keepdim=True)).pow(2).sum(-1)  # [N, K]
+        weights = (-d2 / (2 * temperature * support.shape[-1])).softmax(1)
+        return torch.cdist(queries, (weights.unsqueeze(-1) * support).sum(1)).argmin(1)
+
+    return classify
+
+
+def logistic(
+    temperature: float, steps: int, lr: float
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """A linear classifier started at ProtoNet's head (``2 c``, ``-|c|^2``, over ``temperature``)
+    and trained on the support set by ``steps`` steps of gradient descent on its cross-entropy."""
+
+    def classify(support: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        n_way, k, _ = support.shape
+        centres = support.mean(1)
+        weight = (2 * centres / temperature).requires_grad_()
+        bias = (-centres.pow(2).sum(-1) / temperature).requires_grad_()
+        x, y = support.reshape(n_way * k, -1), torch.arange(n_way).repeat_interleave(k)
+        for _ in range(steps):
+            with torch.enable_grad():
+                loss = torch.nn.functional.cross_entropy(x @ weight.T + bias, y)
+                gw, gb = torch.autograd.grad(loss, (weight, bias))
+            with torch.no_grad():
+                weight -= lr * gw
+                bias -= lr * gb
+        return (queries @ weight.T + bias).argmax(1)
+
+    return classify
 
 
 def score_plda(data: list[torch.Tensor], strengths=(0.5, 1.0, 2.0), count: int = 600) -> None:
@@ -199,7 +286,48 @@ def rules_for(check: str) -> dict[str, list[tuple]]:
         ]
         for w in (0.1, 0.25, 0.5):
             rules[f"max + block 3 averaged, {w:g}"] = chosen + [(MEAN[2], 3.0, 30.0, w)]
+    elif check == "heavier":  # more weight on the earlier blocks than the chosen 0.5 / 0.25 / 0.25
+        for w3, w2, w1 in (
+            (0.5, 0.25, 0.25),
+            (0.5, 0.5, 0.25),
+            (0.5, 0.5, 0.5),
+            (0.75, 0.5, 0.5),
+            (0.5, 0.75, 0.5),
+            (1.0, 0.75, 0.5),
+            (1.0, 1.0, 0.5),
+            (1.0, 1.0, 1.0),
+        ):
+            rules[f"b3 {w3:g} b2 {w2:g} b1 {w1:g}"] = [
+                (MAX[3 - i], 3.0, 30.0, w) for i, w in enumerate((1.0, w3, w2, w1))
+            ]
+    elif check == "classify":  # other rules than the nearest mean, on the chosen blocks
+        chosen = [(MAX[3 - i], 3.0, 30.0, w) for i, w in enumerate((1.0, 0.5, 0.25, 0.25))]
+        rules["blocks"] = chosen
+        for t in (0.05, 0.1, 0.2, 1.0):
+            rules[f"blocks, reweighted mean {t:g}"] = (chosen, reweighted_mean(t))
+        for t, steps, lr in ((8.0, 10, 0.01), (8.0, 10, 0.05), (8.0, 10, 1.0), (32.0, 10, 0.05)):
+            rules[f"blocks, logistic T{t:g} {steps}x{lr:g}"] = (chosen, logistic(t, steps, lr))
+    elif check == "positions":  # positions kept apart, as groups beside the chosen blocks
+        chosen = [(MAX[3 - i], 3.0, 30.0, w) for i, w in enumerate((1.0, 0.5, 0.25, 0.25))]
+        rules["blocks"] = chosen
+        for i, name in enumerate(("block 3 at 3x3", "last at 3x3", "block 2 at 3x3")):
+            for w in (0.25, 0.5):
+                rules[f"blocks + {name}, {w:g}"] = chosen + [(POSITIONS[i], 3.0, 30.0, w)]
+        rules["block 3 at 3x3 for its max, 0.5"] = chosen[:1] + [(POSITIONS[0], 3.0, 30.0, 0.5)] + chosen[2:]
     return rules
+
+
+def score_against(data: list[torch.Tensor], other: list[torch.Tensor], count: int = 600) -> None:
+    """The last block alone and the chosen blocks on two networks trained on the same split (the
+    same held-out characters, so the same episodes), and each rule's paired difference between them."""
+    rules = {name: rules_for("heavier")[name] for name in ("final s3 n30", "b3 0.5 b2 0.25 b1 0.25")}
+    ours, theirs = score_groups(data, rules, count), score_groups(other, rules, count)
+    print("this run - the other:")
+    for setting, scores in ours.items():
+        for rule, accuracy in scores.items():
+            d = accuracy - theirs[setting][rule]
+            ci = 1.96 * d.std() / len(d) ** 0.5
+            print(f"  {setting} {rule:<28} {d.mean():+.3f} +- {ci:.3f}", flush=True)
 
 
 def main() -> None:
@@ -207,13 +335,23 @@ def main() -> None:
     parser.add_argument(
         "run", type=Path, help="a validation network's run directory (its best.pt and split.json)"
     )
-    parser.add_argument("check", choices=("joined", "weights", "sn", "mean", "plda"))
+    parser.add_argument(
+        "check",
+        choices=("joined", "weights", "sn", "mean", "plda", "heavier", "classify", "positions", "against"),
+    )
+    parser.add_argument(
+        "--other", type=Path, help="against: another network's run directory, trained on the same split"
+    )
     args = parser.parse_args()
-    if not (args.run / "best.pt").is_file() or not (args.run / "split.json").is_file():
-        parser.error(f"{str(args.run)!r} is not a run directory with best.pt and split.json")
-    data = cached_features(args.run)
+    runs = [args.run] + ([args.other] if args.check == "against" else [])
+    for run in runs:
+        if run is None or not (run / "best.pt").is_file() or not (run / "split.json").is_file():
+            parser.error(f"{str(run)!r} is not a run directory with best.pt and split.json")
+    data = cached_features(args.run, positions=args.check == "positions")
     if args.check == "plda":
         score_plda(data)
+    elif args.check == "against":
+        score_against(data, cached_features(args.other))
     else:
         score_groups(data, rules_for(args.check))
 

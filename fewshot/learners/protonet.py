@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +13,13 @@ from fewshot.data import Episode
 from fewshot.learners.base import BatchPredictor, Learner, MetaLearner
 from fewshot.learners.features import batch_features, embed
 from fewshot.learners.functional import cross_entropy_and_accuracy, distillation_loss
-from fewshot.models import SupportWhitening, channels_last, whiten_by_own_spread, whitening_matrix
+from fewshot.models import (
+    BlockFeatures,
+    SupportWhitening,
+    channels_last,
+    whiten_by_own_spread,
+    whitening_matrix,
+)
 
 COVARIANCE_MOMENTUM = 0.01  # of ProtoNet's running within-class covariance (train_shrink)
 
@@ -129,6 +135,15 @@ class ProtoNet(MetaLearner):
     with it, shrunk alike, unless a ``whitening`` is given: validation and evaluation then
     measure the distances the network was trained with.
 
+    With ``block_weights``, one weight per block before the last, :meth:`meta_loss` measures
+    distances between the features with each block of weight ``w`` > 0 beside them, its output
+    max-pooled over its positions and its squared distances counted ``w`` times
+    (:class:`~fewshot.models.BlockFeatures`): training with the features that ``@block<i>=<w>``
+    adds at test time, so the earlier blocks learn to tell classes apart too. With
+    ``blocks_apart`` instead, each such block has a ProtoNet loss of its own, added ``w`` times
+    to the features' (deep supervision). Training only: validation and prediction use the
+    features alone.
+
     With a ``teacher`` (another embedding network, e.g. a trained ProtoNet's backbone),
     :meth:`meta_loss` is distillation (Hinton et al. 2015; born-again networks, Furlanello et
     al. 2018): ``(1 - w)`` times the cross-entropy with the labels plus ``w`` times
@@ -153,6 +168,8 @@ class ProtoNet(MetaLearner):
         base_weight: float = 0.0,
         train_shrink: float | None = None,
         refine_whitening: bool = False,
+        block_weights: Sequence[float] = (),
+        blocks_apart: bool = False,
     ):
         super().__init__()
         if refine_steps < 0:
@@ -180,6 +197,18 @@ class ProtoNet(MetaLearner):
             self.register_buffer("running_covariance", torch.eye(dim, dtype=torch.float64))
             self.register_buffer("covariance_updates", torch.zeros((), dtype=torch.long))
         self.base_head = nn.Linear(backbone.feature_dim, base_classes) if base_weight > 0 else None
+        self._blocks: tuple[BlockFeatures, list[float]] | tuple[()] = ()
+        if blocks_apart and not block_weights:
+            raise ValueError("blocks_apart gives each of block_weights' blocks a loss of its own: give them")
+        if block_weights:
+            if train_shrink is not None:
+                raise ValueError("block_weights and train_shrink are two metrics for training: give one")
+            if min(block_weights) < 0 or max(block_weights) <= 0:
+                raise ValueError(f"block_weights must be >= 0 with one > 0, got {list(block_weights)}")
+            chosen = [(i + 1, w) for i, w in enumerate(block_weights) if w > 0]
+            features = BlockFeatures(backbone, [i for i, _ in chosen])  # checks the block numbers
+            self._blocks = (features, [w for _, w in chosen])  # a tuple: the backbone is saved once
+        self.blocks_apart = blocks_apart
         # A tuple, not a submodule: outside state_dict(), parameters() and train()/eval().
         self._teacher = () if teacher is None else (teacher.eval().requires_grad_(False),)
 
@@ -198,14 +227,25 @@ class ProtoNet(MetaLearner):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         n_way = len(classes)
         images = channels_last(torch.cat((sx, qx)))
-        feats = self.backbone(images)
+        earlier: list[tuple[torch.Tensor, float]] = []  # each chosen block's pooled output and weight
+        if self._blocks:
+            blocks, weights = self._blocks
+            feats, *pooled = blocks(images).split([self.backbone.feature_dim, *blocks.widths], 1)
+            earlier = list(zip(pooled, weights, strict=True))
+        else:
+            feats = self.backbone(images)
         metric = feats
+        if earlier and not self.blocks_apart:
+            metric = torch.cat([feats] + [block * w**0.5 for block, w in earlier], 1)
         if self.train_shrink is not None:
             metric, covariance = whiten_by_own_spread(feats, torch.cat((sy, qy)), n_way, self.train_shrink)
             if self.training:
                 self._update_running_covariance(covariance.detach())
         logits = self._logits(metric, sy, n_way)
         loss, accuracy = cross_entropy_and_accuracy(logits, qy)
+        if self.blocks_apart:
+            for block, w in earlier:
+                loss = loss + w * F.cross_entropy(self._logits(block, sy, n_way).float(), qy)
         if self._teacher:
             teacher = self._teacher[0].to(sx.device)  # a no-op once it is there
             with torch.no_grad():
