@@ -853,7 +853,9 @@ def test_protonet_trained_with_blocks_measures_distances_with_them(small_synthet
         )
     with pytest.raises(ValueError, match="block_weights must be >= 0 with one > 0"):
         ProtoNet(backbone, block_weights=[0.0, 0.0, 0.0])
-    with pytest.raises(ValueError, match="blocks must be distinct numbers from 1 to 3"):
+    with pytest.raises(
+        ValueError, match="block_weights has 4 weights, one per block before the last: Conv4 has 3"
+    ):
         ProtoNet(backbone, block_weights=[0.0, 0.0, 0.0, 1.0])
     with pytest.raises(ValueError, match="two metrics for training"):
         ProtoNet(backbone, block_weights=[1.0], train_shrink=3.0)

@@ -343,9 +343,10 @@ def main() -> None:
         "--other", type=Path, help="against: another network's run directory, trained on the same split"
     )
     args = parser.parse_args()
-    runs = [args.run] + ([args.other] if args.check == "against" else [])
-    for run in runs:
-        if run is None or not (run / "best.pt").is_file() or not (run / "split.json").is_file():
+    if (args.check == "against") != (args.other is not None):
+        parser.error("--other <run> goes with the check against, and against needs it")
+    for run in [args.run] + [args.other] * (args.other is not None):
+        if not (run / "best.pt").is_file() or not (run / "split.json").is_file():
             parser.error(f"{str(run)!r} is not a run directory with best.pt and split.json")
     data = cached_features(args.run, positions=args.check == "positions")
     if args.check == "plda":

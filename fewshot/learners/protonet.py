@@ -205,8 +205,13 @@ class ProtoNet(MetaLearner):
                 raise ValueError("block_weights and train_shrink are two metrics for training: give one")
             if min(block_weights) < 0 or max(block_weights) <= 0:
                 raise ValueError(f"block_weights must be >= 0 with one > 0, got {list(block_weights)}")
+            if len(block_weights) >= len(backbone.blocks):
+                raise ValueError(
+                    f"block_weights has {len(block_weights)} weights, one per block before the last: "
+                    f"{type(backbone).__name__} has {len(backbone.blocks) - 1} such blocks"
+                )
             chosen = [(i + 1, w) for i, w in enumerate(block_weights) if w > 0]
-            features = BlockFeatures(backbone, [i for i, _ in chosen])  # checks the block numbers
+            features = BlockFeatures(backbone, [i for i, _ in chosen])
             self._blocks = (features, [w for _, w in chosen])  # a tuple: the backbone is saved once
         self.blocks_apart = blocks_apart
         # A tuple, not a submodule: outside state_dict(), parameters() and train()/eval().
