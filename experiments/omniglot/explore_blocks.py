@@ -258,6 +258,14 @@ def _report(setting: str, correct: dict[str, list[torch.Tensor]]) -> None:
         print(f"  {setting} {rule:<28} {accuracy.mean():.2f}  diff {d.mean():+.3f} +- {ci:.3f}", flush=True)
 
 
+def blocks_at(weights: tuple[float, ...], s: float = 3.0, n: float = 30.0) -> list[tuple]:
+    """The features, then blocks 3, 2, 1 max-pooled, weighted by ``weights`` in that order."""
+    return [(MAX[3 - i], s, n, w) for i, w in enumerate(weights)]
+
+
+CHOSEN = (1.0, 0.5, 0.25, 0.25)  # session 49's weights: the features, blocks 3, 2 and 1
+
+
 def rules_for(check: str) -> dict[str, list[tuple]]:
     """The rules each check compares; the first is always the last block's features alone."""
     rules = {"final s3 n30": [(MAX[3], 3.0, 30.0, 1.0)]}
@@ -276,10 +284,9 @@ def rules_for(check: str) -> dict[str, list[tuple]]:
     elif check == "sn":  # the chosen weights, every group at one s and n
         for s in (1.0, 2.0, 3.0, 5.0):
             for n in (10.0, 30.0, 100.0):
-                weights = (1.0, 0.5, 0.25, 0.25)
-                rules[f"blocks s{s:g} n{n:g}"] = [(MAX[3 - i], s, n, w) for i, w in enumerate(weights)]
+                rules[f"blocks s{s:g} n{n:g}"] = blocks_at(CHOSEN, s, n)
     elif check == "mean":  # the blocks averaged over their positions, instead of or beside the maxima
-        chosen = [(MAX[3 - i], 3.0, 30.0, w) for i, w in enumerate((1.0, 0.5, 0.25, 0.25))]
+        chosen = blocks_at(CHOSEN)
         rules["blocks, max-pooled"] = chosen
         rules["blocks, averaged"] = [chosen[0]] + [
             (MEAN[2 - i], 3.0, 30.0, w) for i, w in enumerate((0.5, 0.25, 0.25))
@@ -297,18 +304,16 @@ def rules_for(check: str) -> dict[str, list[tuple]]:
             (1.0, 1.0, 0.5),
             (1.0, 1.0, 1.0),
         ):
-            rules[f"b3 {w3:g} b2 {w2:g} b1 {w1:g}"] = [
-                (MAX[3 - i], 3.0, 30.0, w) for i, w in enumerate((1.0, w3, w2, w1))
-            ]
+            rules[f"b3 {w3:g} b2 {w2:g} b1 {w1:g}"] = blocks_at((1.0, w3, w2, w1))
     elif check == "classify":  # other rules than the nearest mean, on the chosen blocks
-        chosen = [(MAX[3 - i], 3.0, 30.0, w) for i, w in enumerate((1.0, 0.5, 0.25, 0.25))]
+        chosen = blocks_at(CHOSEN)
         rules["blocks"] = chosen
         for t in (0.05, 0.1, 0.2, 1.0):
             rules[f"blocks, reweighted mean {t:g}"] = (chosen, reweighted_mean(t))
         for t, steps, lr in ((8.0, 10, 0.01), (8.0, 10, 0.05), (8.0, 10, 1.0), (32.0, 10, 0.05)):
             rules[f"blocks, logistic T{t:g} {steps}x{lr:g}"] = (chosen, logistic(t, steps, lr))
     elif check == "positions":  # positions kept apart, as groups beside the chosen blocks
-        chosen = [(MAX[3 - i], 3.0, 30.0, w) for i, w in enumerate((1.0, 0.5, 0.25, 0.25))]
+        chosen = blocks_at(CHOSEN)
         rules["blocks"] = chosen
         for i, name in enumerate(("block 3 at 3x3", "last at 3x3", "block 2 at 3x3")):
             for w in (0.25, 0.5):
@@ -320,7 +325,7 @@ def rules_for(check: str) -> dict[str, list[tuple]]:
 def score_against(data: list[torch.Tensor], other: list[torch.Tensor], count: int = 600) -> None:
     """The last block alone and the chosen blocks on two networks trained on the same split (the
     same held-out characters, so the same episodes), and each rule's paired difference between them."""
-    rules = {name: rules_for("heavier")[name] for name in ("final s3 n30", "b3 0.5 b2 0.25 b1 0.25")}
+    rules = {"final s3 n30": blocks_at((1.0,)), "b3 0.5 b2 0.25 b1 0.25": blocks_at(CHOSEN)}
     ours, theirs = score_groups(data, rules, count), score_groups(other, rules, count)
     print("this run - the other:")
     for setting, scores in ours.items():
