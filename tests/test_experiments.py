@@ -262,6 +262,10 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         assert (cfg.learner, cfg.train.seed, cfg.data.reflections) == ("protonet", seed, True)
         assert (cfg.train.bf16, cfg.task.n_way) == (bf16, n_way)
         assert cfg.data.split.manifest == str(tmp_path / "small1_trainval.json")
+    # session 51's network on characters decoded at 36x36 (its own evaluation, not the study's, scores it)
+    big = OmegaConf.load(tmp_path / "protonet-flip-14k-trainval-bf16-globalmax-36px" / "config.yaml")
+    assert (big.data.image_size, big.model.backbone, big.train.bf16) == (36, "conv4-globalmax", True)
+    assert big.data.split.manifest == str(tmp_path / "small1_trainval.json")
     # session 32's pretraining with a cosine classifier, whose scale is learned
     cos = OmegaConf.load(tmp_path / "pretrain-flip-cos" / "config.yaml")
     assert (cos.model.head, cos.data.reflections) == ("cosine", True)

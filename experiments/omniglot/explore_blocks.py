@@ -1,4 +1,4 @@
-"""Exploratory checks (sessions 49 and 50): test-side rules scored on a validation network's cached features.
+"""Exploratory checks (sessions 49 to 51): test-side rules scored on a validation network's cached features.
 
 Before ``@block<i>=<w>`` existed, these checks asked which earlier blocks help, and how, without
 going through ``python -m fewshot.evaluate``. The run's base characters (as drawn) and its held-out
@@ -13,10 +13,13 @@ mean along the base characters' between-class directions (a two-level Gaussian m
 added heavier weights for the earlier blocks, other rules than the nearest class mean on the same
 whitened features (``classify``: a reweighted mean, a logistic regression started at ProtoNet's
 head), positions kept apart rather than max-pooled (``positions``, a second cache), and
-``against``, which pairs two networks trained on one split (e.g. one with ``train_blocks``).
+``against``, which pairs two networks trained on one split (e.g. one with ``train_blocks``, or
+one trained on larger images). Session 51 added ``scales``: the same network fed its images at
+other sizes (a cache for each), its features there as more groups beside the chosen blocks.
 
     python experiments/omniglot/explore_blocks.py runs/omniglot/protonet-flip-bf16-alphabets-globalmax weights
-    # checks: joined, weights, sn, mean, plda (session 49), heavier, classify, positions (session 50);
+    # checks: joined, weights, sn, mean, plda (session 49), heavier, classify, positions (session 50),
+    # scales (session 51);
     # prints each rule's accuracy and its paired difference from the first rule (the last block's
     # features alone, s = 3, n = 30); `against --other <run>` pairs two networks of one split
 """
@@ -43,6 +46,9 @@ MEAN = [list(range(WIDTH * (4 + i), WIDTH * (5 + i))) for i in range(3)]  # bloc
 # Positions' columns after those: block 3's 3x3, the last block's 3x3 before its maximum, block 2 at 3x3
 POSITIONS = [list(range(WIDTH * 7 + 576 * i, WIDTH * 7 + 576 * (i + 1))) for i in range(3)]
 SETTINGS = ((5, 1), (20, 1), (5, 5), (20, 5))
+# scales: the same network fed its images at other sizes, decoded from the PNGs at that size or
+# its own size's images upsampled; each adds WIDTH * 7 columns after the pooled ones, in this order
+SCALES = (("decoded", 36), ("upsampled", 36), ("decoded", 22))
 
 
 class EveryBlock(torch.nn.Module):
@@ -79,17 +85,48 @@ class Positions(torch.nn.Module):
         return torch.cat([third.flatten(1), last.flatten(1), pooled.flatten(1)], 1)
 
 
-def cached_features(run: Path, positions: bool = False) -> list[torch.Tensor]:
+class Resized(torch.nn.Module):
+    """:class:`EveryBlock` of the images upsampled or downsampled (bilinear, after any view's warp) to
+    ``size`` x ``size``: the network fed its own size's images at another size."""
+
+    def __init__(self, backbone: torch.nn.Module, size: int):
+        super().__init__()
+        self.blocks, self.size, self.feature_dim = EveryBlock(backbone), size, WIDTH * 7
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.nn.functional.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
+        return self.blocks(x)
+
+
+def cached_features(run: Path, positions: bool = False, scales: bool = False) -> list[torch.Tensor]:
     """Base features, base labels, held-out features, held-out labels (float64 features); with
-    ``positions``, :class:`Positions`' features after the pooled ones (columns ``POSITIONS``)."""
+    ``positions``, :class:`Positions`' features after the pooled ones (columns ``POSITIONS``);
+    with ``scales``, the same network's :class:`EveryBlock` features at the input sizes of
+    ``SCALES`` after them instead (``WIDTH * 7`` columns each, in that order)."""
+    pooled = _cached(run, "explore_blocks_features.pt", EveryBlock)
+    extra = []
     if positions:
-        pooled, kept = cached_features(run), _cached(run, "explore_blocks_positions.pt", Positions)
-        return [torch.cat((pooled[0], kept[0]), 1), pooled[1], torch.cat((pooled[2], kept[2]), 1), pooled[3]]
-    return _cached(run, "explore_blocks_features.pt", EveryBlock)
+        extra = [_cached(run, "explore_blocks_positions.pt", Positions)]
+    if scales:
+        for how, size in SCALES:
+            name = f"explore_blocks_{how}{size}.pt"
+            if how == "decoded":
+                extra.append(_cached(run, name, EveryBlock, image_size=size))
+            else:
+                extra.append(_cached(run, name, functools.partial(Resized, size=size)))
+    if not extra:
+        return pooled
+    return [torch.cat([pooled[0]] + [e[0] for e in extra], 1), pooled[1]] + [
+        torch.cat([pooled[2]] + [e[2] for e in extra], 1),
+        pooled[3],
+    ]
 
 
-def _cached(run: Path, name: str, module: type[torch.nn.Module]) -> list[torch.Tensor]:
-    """``module``'s view-averaged features of the run's base and held-out characters, and their labels."""
+def _cached(
+    run: Path, name: str, module: Callable[[torch.nn.Module], torch.nn.Module], image_size: int | None = None
+) -> list[torch.Tensor]:
+    """``module``'s view-averaged features of the run's base and held-out characters, and their
+    labels; the images decoded at ``image_size`` if given, else at the run's own size."""
     cache = run / name
     if cache.is_file():
         return torch.load(cache, weights_only=True)
@@ -97,6 +134,8 @@ def _cached(run: Path, name: str, module: type[torch.nn.Module]) -> list[torch.T
     data = OmegaConf.create(config["data"])
     data.split.manifest = str(run / "split.json")
     data.rotations = data.reflections = False
+    if image_size is not None:
+        data.image_size = image_size
     splits = load_splits(data, required=("base", "val"))[0]
     backbone = build_backbone(config["model"]["backbone"], 1, data.image_size)
     load_backbone_weights(backbone, run / "best.pt")
@@ -319,6 +358,17 @@ def rules_for(check: str) -> dict[str, list[tuple]]:
             for w in (0.25, 0.5):
                 rules[f"blocks + {name}, {w:g}"] = chosen + [(POSITIONS[i], 3.0, 30.0, w)]
         rules["block 3 at 3x3 for its max, 0.5"] = chosen[:1] + [(POSITIONS[0], 3.0, 30.0, 0.5)] + chosen[2:]
+    elif check == "scales":  # the same network at other input sizes, as groups beside the chosen blocks
+        chosen = blocks_at(CHOSEN)
+        rules["blocks"] = chosen
+        for i, (how, size) in enumerate(SCALES):
+            start = WIDTH * 7 * (i + 1)
+            final = list(range(start + WIDTH * 3, start + WIDTH * 4))  # that size's last block
+            for w in (0.5, 1.0):
+                rules[f"blocks + final {how} {size}, {w:g}"] = chosen + [(final, 3.0, 30.0, w)]
+            rules[f"blocks, and {how} {size}'s at 0.5"] = chosen + [
+                ([c + start for c in cols], s, n, 0.5 * w) for cols, s, n, w in chosen
+            ]
     return rules
 
 
@@ -342,7 +392,18 @@ def main() -> None:
     )
     parser.add_argument(
         "check",
-        choices=("joined", "weights", "sn", "mean", "plda", "heavier", "classify", "positions", "against"),
+        choices=(
+            "joined",
+            "weights",
+            "sn",
+            "mean",
+            "plda",
+            "heavier",
+            "classify",
+            "positions",
+            "scales",
+            "against",
+        ),
     )
     parser.add_argument(
         "--other", type=Path, help="against: another network's run directory, trained on the same split"
@@ -353,7 +414,7 @@ def main() -> None:
     for run in [args.run] + [args.other] * (args.other is not None):
         if not (run / "best.pt").is_file() or not (run / "split.json").is_file():
             parser.error(f"{str(run)!r} is not a run directory with best.pt and split.json")
-    data = cached_features(args.run, positions=args.check == "positions")
+    data = cached_features(args.run, positions=args.check == "positions", scales=args.check == "scales")
     if args.check == "plda":
         score_plda(data)
     elif args.check == "against":
