@@ -684,6 +684,13 @@ def test_whitening_is_fitted_on_the_runs_own_base_classes_and_is_part_of_a_metho
         build_method(parse_method(f"protonet:{tmp_path}/moved.pt@whiten=1"), ctx)
 
 
+def test_a_run_trained_on_another_image_size_is_refused_with_the_size_to_evaluate_it_at(runs):
+    ctx = BuildContext(1, 32, "conv4", OmegaConf.structured(FineTuneConfig), seed=0)
+    for spec in (f"protonet:{runs}/protonet", f"simpleshot:{runs}/pretrain", f"finetune:{runs}/pretrain"):
+        with pytest.raises(MethodError, match="trained on 28x28 images .* reads 32x32; .*data.image_size=28"):
+            build_method(parse_method(spec), ctx)
+
+
 def test_an_ensemble_of_protonets_adds_its_members_logits_and_is_a_method_of_its_own(
     runs, small_synthetic, tmp_path
 ):

@@ -428,9 +428,23 @@ def _load(spec: MethodSpec, checkpoint: Path, ctx: BuildContext) -> tuple[Path, 
     path = resolve_checkpoint(checkpoint)
     state = torch.load(path, map_location="cpu", weights_only=True)
     config = state.get("config") if isinstance(state, dict) else None
+    if config is not None:
+        _check_image_size(spec, path, config, ctx)
     if config is not None and ctx.evaluated is not None:
         _check_unseen(spec, path, ctx.evaluated)
     return path, state, config
+
+
+def _check_image_size(spec: MethodSpec, path: Path, config: dict, ctx: BuildContext) -> None:
+    """Refuse a run trained on images of another size than the evaluated ones. A backbone that pools
+    whatever map is left (``conv4-globalmax``, the ResNets) takes any size with the same weights, so
+    without this check such a run would be scored, without an error, on images it never saw."""
+    trained = (config.get("data") or {}).get("image_size")
+    if trained is not None and trained != ctx.image_size:
+        raise MethodError(
+            f"method {spec.label!r}: {str(path)!r} was trained on {trained}x{trained} images and this "
+            f"evaluation reads {ctx.image_size}x{ctx.image_size}; evaluate it with data.image_size={trained}"
+        )
 
 
 def _finetune(backbone: torch.nn.Module, ctx: BuildContext, **kwargs: Any) -> FineTune:
