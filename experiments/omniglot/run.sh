@@ -417,8 +417,8 @@ for start in protonet-flip-16k-trainval-bf16-globalmax{,-s1,-within,-within-s1};
 done
 # Session 51. Characters decoded at 36x36 instead of 28x28 (the same conv4-globalmax network: its last block's
 # maximum is over a 4x4 map instead of 3x3) gained at 20-way 5-shot on the first alphabet split's held-out alphabets
-# over two seeds, and lost at 1 shot (README): the 60-way bf16 network on all 136 characters at that size, for the
-# 14,000 steps that fit the hour (each step costs about 1.5 times a 28x28 one). Scored by its own evaluation at
+# over two seeds, and lost at 1 shot (README): the 60-way bf16 network on all 136 characters at that size, for
+# 14,000 steps (about an hour: each step costs about 1.5 times a 28x28 one). Scored by its own evaluation at
 # data.image_size=36 (README), not in this script's, whose episodes are decoded at 28x28.
 train protonet-flip-14k-trainval-bf16-globalmax-36px protonet protonet data.reflections=true train.steps=14000 \
   train.val_every=3500 "$TRAINVAL" train.bf16=true model.backbone=conv4-globalmax data.image_size=36
