@@ -575,6 +575,23 @@ def test_conv4_nopool_keeps_the_last_blocks_spatial_map():
         conv_block(1, 8, pool="avg")
 
 
+def test_conv4_up_resizes_its_input_first_with_the_same_parameters():
+    """``-up36``: 28x28 images resized to 36x36 inside the network, so every map is larger
+    (36, 18, 9, 4) while the weights are exactly those of the network without it."""
+    plain = build_model("conv4-globalmax", 5).backbone.eval()
+    up = build_model("conv4-globalmax-up36", 5).backbone.eval()
+    up.load_state_dict(plain.state_dict())  # strict: the same parameters and buffers
+    images = torch.rand(3, 1, 28, 28)
+    resized = F.interpolate(images, size=(36, 36), mode="bilinear", align_corners=False)
+    assert resized.shape == (3, 1, 36, 36) and not torch.allclose(resized[:, :, :28, :28], images)
+    torch.testing.assert_close(up(images), plain(resized))
+    assert [up.run_blocks(images, 0, b).shape[-1] for b in (1, 2, 3)] == [18, 9, 4]
+    assert up.run_blocks(up.run_blocks(images, 0, 2), 2).shape == (3, 64)  # later blocks: no resize
+    assert build_backbone("conv4-up36").feature_dim == 64 * 2 * 2  # 36, 18, 9, 4, 2
+    with pytest.raises(ValueError, match="upsample to at least 28"):
+        build_backbone("conv4-globalmax-up20")
+
+
 def test_conv4_ceil_pools_keep_the_last_row_and_column_and_globalavg_takes_the_mean():
     """``-ceil``: the third block's 7x7 map pools to 4x4, not 3x3; the extra row and column
     are the maxima over the map's last row and column. ``-globalavg``: the mean of the last

@@ -9,6 +9,7 @@ computes the frozen blocks once per episode and trains on their output.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -72,6 +73,10 @@ class Conv4(nn.Module):
     ``"globalmax"`` or ``"globalavg"`` it pools over all its positions: ``width`` features at
     any image size. ``ceil=True``: the first three blocks pool with ``"ceil"`` (28x28 maps
     go 14, 7, 4 instead of 14, 7, 3), so no row or column is dropped on the way.
+    ``upsample=S``: the network first resizes its input to SxS (bilinear, no parameters), so
+    the same filters see each stroke over more positions and every map is larger (28x28
+    images at ``S=36`` give maps of 36, 18, 9 and 4): the images carry no more detail, the
+    parameters are the same, the compute grows as ``(S / image_size)^2``.
     """
 
     def __init__(
@@ -81,8 +86,15 @@ class Conv4(nn.Module):
         image_size: int = 28,
         last_pool: str = "max",
         ceil: bool = False,
+        upsample: int | None = None,
     ):
         super().__init__()
+        if upsample is not None and upsample < image_size:
+            raise ValueError(
+                f"Conv4 upsample={upsample} would shrink the {image_size}x{image_size} images: "
+                f"upsample to at least {image_size} (a -up<size> backbone), or not at all"
+            )
+        self.upsample = upsample
         inner = "ceil" if ceil else "max"
         self.blocks = nn.Sequential(
             *(
@@ -91,7 +103,7 @@ class Conv4(nn.Module):
             )
         )
         pools = (inner,) * 3 + ((last_pool,) if last_pool in ("max", "ceil") else ())
-        side = image_size
+        side = upsample or image_size
         for pool in pools:
             side = -(-side // 2) if pool == "ceil" else side // 2
         if side < 1:  # only floor pools can get there
@@ -107,6 +119,8 @@ class Conv4(nn.Module):
     def run_blocks(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """Blocks ``start..stop-1`` on ``x`` (images for ``start=0``, else what enters block
         ``start``); up to the end (``stop=None``) this gives the features."""
+        if start == 0 and self.upsample is not None:
+            x = F.interpolate(x, size=(self.upsample, self.upsample), mode="bilinear", align_corners=False)
         for block in list(self.blocks)[start:stop]:  # slicing the Sequential would build a new one
             x = block(x)
         return x.flatten(1) if stop is None else x

@@ -19,6 +19,7 @@ BACKBONES = (
     "conv4[-<width>][-ceil]-globalmax",
     "conv4[-<width>][-ceil]-globalavg",
     "conv4[-<width>]-ceil",
+    "conv4[...]-up<size>",
     "resnet12",
     "resnet18",
     "resnet34",
@@ -77,15 +78,19 @@ def build_backbone(name: str, in_channels: int = 1, image_size: int = 28) -> nn.
     """A backbone by name: ``conv4`` (64 filters a block), ``conv4-<width>`` (e.g. ``conv4-128``),
     optionally ``-ceil`` (the first three blocks' pools keep odd maps' last row and column),
     then either ``-nopool`` (no max-pool in the last block: spatial features, see Conv4),
-    ``-globalmax`` or ``-globalavg`` (the last block's max or mean over all its positions);
-    ``resnet12`` or a torchvision ResNet. Width and pooling live in the name, so a
-    checkpoint's saved ``model.backbone`` rebuilds the same network."""
-    if match := re.fullmatch(r"conv4(?:-(\d+))?(-ceil)?(?:-(nopool|globalmax|globalavg))?", name):
+    ``-globalmax`` or ``-globalavg`` (the last block's max or mean over all its positions),
+    and last ``-up<size>`` (the input resized to ``size`` x ``size`` first, e.g.
+    ``conv4-globalmax-up36``); ``resnet12`` or a torchvision ResNet. Width, pooling and
+    input size live in the name, so a checkpoint's saved ``model.backbone`` rebuilds the
+    same network."""
+    pattern = r"conv4(?:-(\d+))?(-ceil)?(?:-(nopool|globalmax|globalavg))?(?:-up(\d+))?"
+    if match := re.fullmatch(pattern, name):
         width = int(match.group(1) or 64)
         if width < 1:
             raise ValueError(f"backbone {name!r}: the width must be at least 1, e.g. conv4-128")
         last_pool = {None: "max", "nopool": "none"}.get(match.group(3), match.group(3))
-        return Conv4(in_channels, width, image_size, last_pool=last_pool, ceil=match.group(2) is not None)
+        ceil, upsample = match.group(2) is not None, int(match.group(4)) if match.group(4) else None
+        return Conv4(in_channels, width, image_size, last_pool=last_pool, ceil=ceil, upsample=upsample)
     if name == "resnet12":
         return ResNet12(in_channels)
     if name.startswith("resnet"):
