@@ -60,8 +60,8 @@ class EveryBlock(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         maxima, means = [], []
-        for i, block in enumerate(self.backbone.blocks):
-            x = block(x)
+        for i in range(len(self.backbone.blocks)):
+            x = self.backbone.run_blocks(x, i, i + 1)  # run_blocks: an -up<size> network resizes first
             maxima.append(x.amax((2, 3)))
             if i < 3:
                 means.append(x.mean((2, 3)))
@@ -78,24 +78,11 @@ class Positions(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         blocks = self.backbone.blocks
-        second = blocks[1](blocks[0](x))
+        second = self.backbone.run_blocks(x, 0, 2)
         third = blocks[2](second)
         last = torch.relu(blocks[3][1](blocks[3][0](third)))  # conv and BatchNorm, before the pool
         pooled = torch.nn.functional.adaptive_max_pool2d(second, 3)
         return torch.cat([third.flatten(1), last.flatten(1), pooled.flatten(1)], 1)
-
-
-class Resized(torch.nn.Module):
-    """:class:`EveryBlock` of the images upsampled or downsampled (bilinear, after any view's warp) to
-    ``size`` x ``size``: the network fed its own size's images at another size."""
-
-    def __init__(self, backbone: torch.nn.Module, size: int):
-        super().__init__()
-        self.blocks, self.size, self.feature_dim = EveryBlock(backbone), size, WIDTH * 7
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.nn.functional.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
-        return self.blocks(x)
 
 
 def cached_features(run: Path, positions: bool = False, scales: bool = False) -> list[torch.Tensor]:
@@ -113,7 +100,7 @@ def cached_features(run: Path, positions: bool = False, scales: bool = False) ->
             if how == "decoded":
                 extra.append(_cached(run, name, EveryBlock, image_size=size))
             else:
-                extra.append(_cached(run, name, functools.partial(Resized, size=size)))
+                extra.append(_cached(run, name, EveryBlock, upsample=size))
     if not extra:
         return pooled
     return [torch.cat([pooled[0]] + [e[0] for e in extra], 1), pooled[1]] + [
@@ -123,10 +110,16 @@ def cached_features(run: Path, positions: bool = False, scales: bool = False) ->
 
 
 def _cached(
-    run: Path, name: str, module: Callable[[torch.nn.Module], torch.nn.Module], image_size: int | None = None
+    run: Path,
+    name: str,
+    module: type[torch.nn.Module],
+    image_size: int | None = None,
+    upsample: int | None = None,
 ) -> list[torch.Tensor]:
     """``module``'s view-averaged features of the run's base and held-out characters, and their
-    labels; the images decoded at ``image_size`` if given, else at the run's own size."""
+    labels; the images decoded at ``image_size`` if given, else at the run's own size, and with
+    ``upsample`` resized to that size inside the network (its ``-up<size>`` variant, after each
+    view's warp)."""
     cache = run / name
     if cache.is_file():
         return torch.load(cache, weights_only=True)
@@ -137,7 +130,8 @@ def _cached(
     if image_size is not None:
         data.image_size = image_size
     splits = load_splits(data, required=("base", "val"))[0]
-    backbone = build_backbone(config["model"]["backbone"], 1, data.image_size)
+    suffix = f"-up{upsample}" if upsample is not None else ""
+    backbone = build_backbone(config["model"]["backbone"] + suffix, 1, data.image_size)
     load_backbone_weights(backbone, run / "best.pt")
     net = ViewAveraged(module(backbone), 16, 0).eval()
     out = []
