@@ -267,11 +267,12 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     assert (big.data.image_size, big.model.backbone, big.train.bf16) == (36, "conv4-globalmax", True)
     assert big.data.split.manifest == str(tmp_path / "small1_trainval.json")
     # session 52's: the same network on the task's 28x28 images, resized to 36x36 inside it (seeds 0 and 1),
-    # and session 53's third seed, for 12,500 steps
+    # and sessions 53's and 54's third and fourth seeds, for 12,500 steps
     for seed, run in (
         (0, "protonet-flip-13k-trainval-bf16-globalmax-up36"),
         (1, "protonet-flip-13k-trainval-bf16-globalmax-up36-s1"),
         (2, "protonet-flip-12.5k-trainval-bf16-globalmax-up36-s2"),
+        (3, "protonet-flip-12.5k-trainval-bf16-globalmax-up36-s3"),
     ):
         up = OmegaConf.load(tmp_path / run / "config.yaml")
         assert (up.data.image_size, up.model.backbone, up.train.seed) == (28, "conv4-globalmax-up36", seed)

@@ -22,6 +22,8 @@ from fewshot import (
     build_model,
 )
 from fewshot.data import Episode, EpisodeSampler
+from fewshot.learners import features as features_module
+from fewshot.learners.features import embed
 from fewshot.learners.functional import SupportStatistics, distillation_loss, forward
 from fewshot.learners.protonet import negative_squared_distances, prototypes, refined_prototypes
 from fewshot.learners.reptile import step_minibatches
@@ -522,6 +524,27 @@ def test_one_view_is_the_backbone_itself_and_views_need_the_image():
     torch.testing.assert_close(eight(images[1:2]), eight(images)[1:2])  # each image on its own
     with pytest.raises(ValueError, match="views must be at least 1"):
         ViewAveraged(backbone, 0)
+
+
+def test_embed_bounds_the_images_of_one_call_views_included(monkeypatch):
+    monkeypatch.setattr(features_module, "EMBED_IMAGES", 8)  # 4 views: 2 images a call
+    backbone = build_model("conv4", 5).backbone
+    calls = []
+    backbone.register_forward_hook(lambda module, args, out: calls.append(len(args[0])))
+    images = torch.rand(5, 1, 28, 28)
+    four = ViewAveraged(backbone, 4, seed=1)
+    grouped = embed(four, images)
+    assert calls == [8, 8, 4]  # 2, 2 and 1 images, each with its 3 copies
+    calls.clear()
+    monkeypatch.setattr(features_module, "EMBED_IMAGES", 10_000)
+    torch.testing.assert_close(grouped, embed(four, images))
+    assert calls == [20]
+    calls.clear()
+    monkeypatch.setattr(features_module, "EMBED_IMAGES", 2)  # no views: 2 images a call
+    plain = embed(backbone, images)
+    assert calls == [2, 2, 1]
+    with torch.no_grad():
+        torch.testing.assert_close(plain, backbone.eval()(images))
 
 
 def test_block_features_put_earlier_blocks_max_pooled_outputs_beside_the_features():

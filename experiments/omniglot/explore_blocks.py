@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -118,8 +119,8 @@ def _cached(
 ) -> list[torch.Tensor]:
     """``module``'s view-averaged features of the run's base and held-out characters, and their
     labels; the images decoded at ``image_size`` if given, else at the run's own size, and with
-    ``upsample`` resized to that size inside the network (its ``-up<size>`` variant, after each
-    view's warp)."""
+    ``upsample`` resized to that size inside the network (its ``-up<size>`` variant, replacing the
+    run's own resize if it has one, after each view's warp)."""
     cache = run / name
     if cache.is_file():
         return torch.load(cache, weights_only=True)
@@ -130,8 +131,10 @@ def _cached(
     if image_size is not None:
         data.image_size = image_size
     splits = load_splits(data, required=("base", "val"))[0]
-    suffix = f"-up{upsample}" if upsample is not None else ""
-    backbone = build_backbone(config["model"]["backbone"] + suffix, 1, data.image_size)
+    architecture = config["model"]["backbone"]
+    if upsample is not None:  # in place of the run's own -up<size>, if it has one
+        architecture = re.sub(r"-up\d+$", "", architecture) + f"-up{upsample}"
+    backbone = build_backbone(architecture, 1, data.image_size)
     load_backbone_weights(backbone, run / "best.pt")
     net = ViewAveraged(module(backbone), 16, 0).eval()
     out = []

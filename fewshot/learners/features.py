@@ -15,7 +15,9 @@ import torch
 from torch import nn
 
 from fewshot.data import ImageSet
-from fewshot.models import channels_last
+from fewshot.models import ViewAveraged, channels_last
+
+EMBED_IMAGES = 16_384  # per backbone call, views included: 16 views of embed_dataset's 1,024 images
 
 
 @contextmanager
@@ -32,9 +34,16 @@ def evaluating(module: nn.Module) -> Iterator[None]:
 
 def embed(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Eval-mode features ``[M, D]`` of images ``[M, C, H, W]``, each independent of the others
-    (running BatchNorm statistics)."""
+    (running BatchNorm statistics). The images go through in groups of at most
+    ``EMBED_IMAGES`` with the test-time views of a :class:`ViewAveraged` inside ``backbone``
+    counted, so many views of many images fit in memory (64 views of 1,024 images resized to
+    36x36, in one call, outgrew 24 GiB); being independent, they get the same features."""
+    views = max((m.views for m in backbone.modules() if isinstance(m, ViewAveraged)), default=1)
+    per_call = max(1, EMBED_IMAGES // views)
     with evaluating(backbone):
-        return backbone(channels_last(images))
+        if len(images) <= per_call:
+            return backbone(channels_last(images))
+        return torch.cat([backbone(channels_last(group)) for group in images.split(per_call)])
 
 
 def batch_features(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
