@@ -6,8 +6,8 @@
 #
 # --out   run directory root (default runs/omniglot; --quick: runs/omniglot-quick)
 # --data  folder holding images_background_small1.zip and _small2.zip (default ../shared/data/omniglot)
-# --quick every run for a few steps and a few episodes, 2 test-time views instead of 16 (labels -2views):
-#         the whole pipeline in a few minutes
+# --quick every run for a few steps and a few episodes, 2 test-time views instead of 16 (labels -2views)
+#         and 2 test steps instead of 10 to 30 (labels -2steps): the whole pipeline in a few minutes
 # --only  train just the named runs (repeatable), then evaluate whatever runs exist
 # --methods  evaluate just the methods with these labels (repeatable; default: all that exist)
 # --train-only  stop after training (evaluate later with --methods or a plain run)
@@ -46,11 +46,13 @@ if [[ $QUICK == 1 ]]; then
                train.batch_size=16 inner.test_steps=1)
   EVAL_EXTRA=(episodes=2 batch_episodes=2 q_query=2 finetune.epochs=1 name=eval)
   NVIEWS=2  # test-time views: 2 where the study averages 16, and so labelled (-2views)
+  NSTEPS=2  # test steps: 2 where the study takes 10 to 30, and so labelled (-2steps)
 else
   OUT="${OUT:-runs/omniglot}"
   TRAIN_EXTRA=()
   EVAL_EXTRA=(name=eval)
   NVIEWS=16
+  NSTEPS=""  # each run's own (TEST_STEPS below)
 fi
 mkdir -p "$OUT"
 
@@ -454,6 +456,9 @@ declare -A TEST_STEPS=([maml]=10 [maml-pretrained]=10 [maml-pretrained-flip]=10 
                          [maml-zero-pretrained-flip-s2]=10 [metasgd-zero-rates1e-3-protonet-flip-5k-trainval-s1]=10
                          [metasgd-zero-min0-pretrained-flip]=10 [metasgd-zero-min0-pretrained-flip-s1]=10
                          [metasgd-zero-10steps-pretrained-flip]=10)
+if [[ -n $NSTEPS ]]; then
+  for run in "${!TEST_STEPS[@]}"; do TEST_STEPS[$run]=$NSTEPS; done
+fi
 # Test-time views chosen on the validation characters (session 22; README): these runs are also
 # scored as <run>-<V>views, each image's features averaged over it and V - 1 affine copies.
 declare -A VIEWS=([protonet-flip]=$NVIEWS [protonet-flip-bf16]=$NVIEWS [protonet-flip-w128]=$NVIEWS
