@@ -440,6 +440,15 @@ for seed in 2 3; do
     train.steps=12500 train.val_every=3125 "$TRAINVAL" train.bf16=true model.backbone=conv4-globalmax-up36 \
     train.seed=$seed
 done
+# Session 55: the supervised backbone with the changes that lifted ProtoNet (bf16, the last block pooled over all
+# its positions, the images resized to 36x36 inside the network), for 12,000 steps, validated on the held-out
+# characters (best.pt); and zero-head Reptile from it for 3,000 steps, its inner lr chosen there at initialization
+# as session 28 chose pretrain-flip's (2 steps, 5-way 1-shot), in fp32 (bf16 made its many small steps 3 times slower).
+train pretrain-flip-12k-bf16-globalmax-up36 pretrain pretrain data.reflections=true train.bf16=true \
+  model.backbone=conv4-globalmax-up36 train.steps=12000 train.val_every=1000
+train reptile-zero-10shot-mb-3k-pretrained-flip-12k-bf16-globalmax-up36 reptile reptile-zero task.k_shot=10 \
+  inner.step_shots=2 train.val_setting=5w1s "model.pretrained=$OUT/pretrain-flip-12k-bf16-globalmax-up36/best.pt" \
+  model.backbone=conv4-globalmax-up36 inner.lr=0.1 data.reflections=true train.steps=3000 train.val_every=500
 python "$EXP/train_runs.py" "$QUEUE" "$OUT/timings.tsv"
 [[ $TRAIN_ONLY == 1 ]] && { echo "training done: $OUT"; exit 0; }
 
@@ -464,7 +473,8 @@ fi
 declare -A VIEWS=([protonet-flip]=$NVIEWS [protonet-flip-bf16]=$NVIEWS [protonet-flip-w128]=$NVIEWS
                   [protonet-flip-5k]=$NVIEWS [protonet-flip-trainval]=$NVIEWS [protonet-flip-5k-trainval]=$NVIEWS [protonet-flip-5k-trainval-s1]=$NVIEWS [protonet-flip-5k-trainval-s2]=$NVIEWS
                   [protonet-flip-nopool]=$NVIEWS [protonet-flip-5k-trainval-nopool]=$NVIEWS
-                  [protonet-flip-5k-trainval-distill]=$NVIEWS [protonet-flip-5k-trainval-distill-s1]=$NVIEWS)
+                  [protonet-flip-5k-trainval-distill]=$NVIEWS [protonet-flip-5k-trainval-distill-s1]=$NVIEWS
+                  [reptile-zero-10shot-mb-3k-pretrained-flip-12k-bf16-globalmax-up36]=$NVIEWS)
 # Transductive rounds chosen on the validation characters (session 26; README): these runs are also
 # scored as <run>-refine<R> and <run>-<V>views-refine<R>, their class means refined with each
 # episode's unlabelled queries by R rounds of soft k-means.
@@ -553,7 +563,8 @@ declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml
                  [metasgd-zero-min0-pretrained-flip]=metasgd [metasgd-zero-10steps-pretrained-flip]=metasgd
                  [metasgd-zero-min0-pretrained-flip-s1]=metasgd [protonet-flip-5k-trainval-distill]=protonet
                  [protonet-flip-5k-trainval-distill-s1]=protonet
-                 [reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2-s1]=reptile)  # the learner of runs not named after theirs
+                 [reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2-s1]=reptile
+                 [reptile-zero-10shot-mb-3k-pretrained-flip-12k-bf16-globalmax-up36]=reptile)  # the learner of runs not named after theirs
 # The ProtoNet runs of sessions 37 to 41, 45 and 46 whose last.pt is scored, as trained and with 16 views: each
 # is named once here (and in its train line), and they close the list of runs below.
 LAST_PROTONETS=(protonet-flip-5k-trainval-distill-x2 protonet-flip-10k-trainval protonet-flip-10k-trainval-s1
@@ -612,7 +623,7 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
            metasgd-zero-10steps-pretrained-flip metasgd-zero-min0-pretrained-flip-s1 \
            protonet-flip-5k-trainval-distill protonet-flip-5k-trainval-distill-s1 \
            reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2-s1 "${LAST_PROTONETS[@]}" protonet-flip-bf16 \
-           "${PROTOMAML_GLOBALMAX[@]}"; do
+           "${PROTOMAML_GLOBALMAX[@]}" reptile-zero-10shot-mb-3k-pretrained-flip-12k-bf16-globalmax-up36; do
   checkpoint=${CHECKPOINT[$run]:-best.pt}
   [[ -f "$OUT/$run/$checkpoint" ]] || continue
   kind=${KIND[$run]:-${run%-pretrained}}
@@ -684,6 +695,10 @@ if [[ -f "$OUT/pretrain-flip/best.pt" ]]; then
   candidates+=("linear-probe-flip=finetune:$OUT/pretrain-flip" "simpleshot-flip=simpleshot:$OUT/pretrain-flip"
                "linear-probe-flip-${NVIEWS}views=finetune:$OUT/pretrain-flip@views=$NVIEWS"
                "simpleshot-flip-${NVIEWS}views=simpleshot:$OUT/pretrain-flip@views=$NVIEWS")
+fi
+if [[ -f "$OUT/pretrain-flip-12k-bf16-globalmax-up36/best.pt" ]]; then  # session 55
+  candidates+=("simpleshot-flip-12k-bf16-globalmax-up36=simpleshot:$OUT/pretrain-flip-12k-bf16-globalmax-up36"
+               "simpleshot-flip-12k-bf16-globalmax-up36-${NVIEWS}views=simpleshot:$OUT/pretrain-flip-12k-bf16-globalmax-up36@views=$NVIEWS")
 fi
 if [[ -f "$OUT/pretrain-flip-cos/best.pt" ]]; then
   candidates+=("linear-probe-flip-cos=finetune:$OUT/pretrain-flip-cos" "simpleshot-flip-cos=simpleshot:$OUT/pretrain-flip-cos")

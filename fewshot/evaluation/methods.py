@@ -23,9 +23,9 @@ baseline's schedule can be changed the same way, for that method alone:
 rest). Methods that see images only through frozen features (``protonet``, ``simpleshot``,
 ``finetune``) take ``@views=<V>``: each image's features averaged over the image and V - 1
 fixed affine copies of it (test-time augmentation, :class:`fewshot.models.views.ViewAveraged`).
-``maml`` and ``fomaml`` runs take it too: there the views go through the backbone as it adapts,
-so each inner step's support loss and the predictions use view-averaged features (BatchNorm's
-batch statistics then span all the views).
+``maml``, ``fomaml`` and ``reptile`` runs take it too: there the views go through the backbone as
+it adapts, so each inner step's support loss and the predictions use view-averaged features
+(BatchNorm's batch statistics then span all the views).
 A ``protonet`` run also takes ``@refine=<R>``: R rounds of soft k-means refine its class means
 with the episode's unlabelled queries (transductive inference,
 :func:`fewshot.learners.protonet.refined_prototypes`), and ``@whiten=<s>``: its features (after
@@ -90,8 +90,9 @@ KINDS = (*RUN_KINDS, *BACKBONE_KINDS, "scratch")
 STEPPED_KINDS = tuple(k for k in RUN_KINDS if k != "protonet")  # runs whose adaptation has steps
 # what ``@key=value`` may change: a positive number, or one of a few names (MAML family only, not reptile)
 ADAPT_KEYS = {"inner.test_steps": int, "inner.test_lr": float, "inner.test_norm": TEST_NORMS}
-# ``@views=<V>`` applies: frozen features, and (M)AML runs, whose views go through the adapting backbone
-VIEW_KINDS = ("protonet", "simpleshot", "finetune", "maml", "fomaml")
+# ``@views=<V>`` applies: frozen features, and (M)AML and Reptile runs, whose views go through the
+# adapting backbone
+VIEW_KINDS = ("protonet", "simpleshot", "finetune", "maml", "fomaml", "reptile")
 FINETUNE_KEYS = {
     "finetune.lr": float,
     "finetune.backbone_lr": float,
@@ -190,7 +191,8 @@ def parse_method(text: str) -> MethodSpec:
             kind,
             views,
             VIEW_KINDS,
-            "averages each image's features over views (frozen features, or a MAML run's as it adapts)",
+            "averages each image's features over views (frozen features, or a MAML or Reptile run's "
+            "as it adapts)",
         )
         if views
         else 1
@@ -371,7 +373,7 @@ def build_method(spec: MethodSpec, ctx: BuildContext) -> Learner:
             learner.backbone = levels
         if spec.views > 1 and spec.kind == "protonet":
             learner.backbone = ViewAveraged(learner.backbone, spec.views, ctx.seed)
-        elif spec.views > 1:  # maml or fomaml: every inner step and prediction sees the views
+        elif spec.views > 1:  # maml, fomaml or reptile: every inner step and prediction sees the views
             learner.model.backbone = ViewAveraged(learner.model.backbone, spec.views, ctx.seed)
         if spec.refine or spec.rewhiten:  # the same
             learner.refine_steps = spec.refine or spec.rewhiten
