@@ -602,14 +602,18 @@ def test_views_average_frozen_features_and_are_part_of_a_method(runs, tmp_path):
         shutil.rmtree(tmp_path / "b")
 
 
-def test_views_go_through_a_maml_runs_backbone_as_it_adapts(runs):
+@pytest.mark.parametrize("learner", ["maml", "reptile"])
+def test_views_go_through_a_stepped_runs_backbone_as_it_adapts(learner, runs, tmp_path):
     """With a negligible test lr the adapted network is the trained one, so the predictions are
     its head on each query's features averaged over the views, BatchNorm on the batch of all of them."""
+    if learner == "reptile":  # the shared runs hold no Reptile run
+        train_main(["reptile", *TINY_TRAIN, f"train.out_dir={tmp_path}"])
+    run = (runs if learner == "maml" else tmp_path) / learner
     ctx = BuildContext(1, 28, "conv4", OmegaConf.create({}), seed=0)
-    spec = f"maml:{runs}/maml@inner.test_lr=1e-12"
+    spec = f"{learner}:{run}@inner.test_lr=1e-12"
     plain, four = (build_method(parse_method(s), ctx) for s in (spec, f"{spec}@views=4"))
     episode = EpisodeSampler(
-        load_splits(OmegaConf.load(runs / "maml" / "config.yaml").data)[0]["val"], 5, 1, 3
+        load_splits(OmegaConf.load(run / "config.yaml").data)[0]["val"], 5, 1, 3
     ).episode(0)
     theta = affine_matrices(3, torch.Generator().manual_seed(0))
     x = episode.query_x
@@ -622,29 +626,6 @@ def test_views_go_through_a_maml_runs_backbone_as_it_adapts(runs):
     unviewed = plain.adapt(episode.support_x, episode.support_y)(x)
     assert (logits - unviewed).abs().max() > 0.05
     assert four.test_steps == plain.test_steps  # the same adaptation, on the views
-
-
-def test_views_go_through_a_reptile_runs_backbone_as_it_adapts(tmp_path):
-    """As for MAML: with a negligible test lr the adapted network is the trained one, so the
-    predictions are its head on each query's features averaged over the views, BatchNorm on the
-    batch of all of them."""
-    train_main(["reptile", *TINY_TRAIN, f"train.out_dir={tmp_path}"])
-    ctx = BuildContext(1, 28, "conv4", OmegaConf.create({}), seed=0)
-    spec = f"reptile:{tmp_path}/reptile@inner.test_lr=1e-12"
-    plain, four = (build_method(parse_method(s), ctx) for s in (spec, f"{spec}@views=4"))
-    episode = EpisodeSampler(
-        load_splits(OmegaConf.load(tmp_path / "reptile" / "config.yaml").data)[0]["val"], 5, 1, 3
-    ).episode(0)
-    theta = affine_matrices(3, torch.Generator().manual_seed(0))
-    x = episode.query_x
-    copies = torch.cat([x, *(warp(x, t.expand(len(x), 2, 3)) for t in theta)])
-    net = plain.model
-    with torch.no_grad(), batch_statistics(net):
-        expected = net.head(net.backbone(copies).unflatten(0, (4, len(x))).mean(0))
-    logits = four.adapt(episode.support_x, episode.support_y)(x)
-    torch.testing.assert_close(logits, expected, atol=1e-3, rtol=1e-3)  # channels-last rounding
-    assert (logits - plain.adapt(episode.support_x, episode.support_y)(x)).abs().max() > 0.05
-    assert four.test_steps == plain.test_steps
 
 
 def test_whitening_is_fitted_on_the_runs_own_base_classes_and_is_part_of_a_method(runs, tmp_path):
