@@ -696,9 +696,10 @@ if [[ -f "$OUT/pretrain-flip/best.pt" ]]; then
                "linear-probe-flip-${NVIEWS}views=finetune:$OUT/pretrain-flip@views=$NVIEWS"
                "simpleshot-flip-${NVIEWS}views=simpleshot:$OUT/pretrain-flip@views=$NVIEWS")
 fi
-if [[ -f "$OUT/pretrain-flip-12k-bf16-globalmax-up36/best.pt" ]]; then  # session 55
-  candidates+=("simpleshot-flip-12k-bf16-globalmax-up36=simpleshot:$OUT/pretrain-flip-12k-bf16-globalmax-up36"
-               "simpleshot-flip-12k-bf16-globalmax-up36-${NVIEWS}views=simpleshot:$OUT/pretrain-flip-12k-bf16-globalmax-up36@views=$NVIEWS")
+run=pretrain-flip-12k-bf16-globalmax-up36  # session 55
+if [[ -f "$OUT/$run/best.pt" ]]; then
+  candidates+=("simpleshot-${run#pretrain-}=simpleshot:$OUT/$run"
+               "simpleshot-${run#pretrain-}-${NVIEWS}views=simpleshot:$OUT/$run@views=$NVIEWS")
 fi
 if [[ -f "$OUT/pretrain-flip-cos/best.pt" ]]; then
   candidates+=("linear-probe-flip-cos=finetune:$OUT/pretrain-flip-cos" "simpleshot-flip-cos=simpleshot:$OUT/pretrain-flip-cos")
