@@ -33,7 +33,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     # takes 10 to 30; its labels say so)
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 236
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 239
     assert {
         "maml-2steps",
         "maml-pretrained-2steps",
@@ -83,6 +83,9 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "simpleshot-flip-12k-bf16-globalmax-up36-2views",
         "reptile-zero-10shot-mb-3k-pretrained-flip-12k-bf16-globalmax-up36",
         "reptile-zero-10shot-mb-3k-pretrained-flip-12k-bf16-globalmax-up36-2views",
+        "reptile-zero-10shot-mb-3k-lr0.02-pretrained-flip-12k-bf16-globalmax-up36",
+        "reptile-zero-10shot-mb-3k-lr0.02-pretrained-flip-12k-bf16-globalmax-up36-2steps",
+        "reptile-zero-10shot-mb-lr0.02-pretrained-flip-12k-bf16-globalmax-up36-init",
         "linear-probe-flip-cos",
         "reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval",
         "reptile-zero-10shot-mb-protonet-flip-5k-trainval-s1",
@@ -282,8 +285,9 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         assert (up.data.image_size, up.model.backbone, up.train.seed) == (28, "conv4-globalmax-up36", seed)
         assert up.train.bf16 and up.data.split.manifest == str(tmp_path / "small1_trainval.json")
     # session 55's supervised backbone with those changes, validated on the held-out characters, and
-    # zero-head Reptile from its best checkpoint in fp32; both scored, Reptile also with views through
-    # its steps
+    # zero-head Reptile from its best checkpoint in fp32 at inner lr 0.1 (session 55) and 0.02 (session 56,
+    # also its start not meta-trained: below); all scored, session 55's Reptile also with views through its
+    # steps
     pre = OmegaConf.load(tmp_path / "pretrain-flip-12k-bf16-globalmax-up36" / "config.yaml")
     assert (pre.learner, pre.model.backbone, pre.train.bf16, pre.data.reflections) == (
         "pretrain",
@@ -292,21 +296,24 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         True,
     )
     assert pre.data.split.manifest == str(tmp_path / "small1_split.json")
-    reptile = OmegaConf.load(
-        tmp_path / "reptile-zero-10shot-mb-3k-pretrained-flip-12k-bf16-globalmax-up36" / "config.yaml"
-    )
-    assert reptile.model.pretrained == str(tmp_path / "pretrain-flip-12k-bf16-globalmax-up36" / "best.pt")
-    assert (reptile.learner, reptile.model.backbone, reptile.train.bf16) == (
-        "reptile",
-        "conv4-globalmax-up36",
-        False,
-    )
-    assert (reptile.inner.lr, reptile.inner.zero_head, reptile.task.k_shot, reptile.inner.step_shots) == (
-        0.1,
-        True,
-        10,
-        2,
-    )
+    for run, inner_lr in (
+        ("reptile-zero-10shot-mb-3k-pretrained-flip-12k-bf16-globalmax-up36", 0.1),
+        ("reptile-zero-10shot-mb-3k-lr0.02-pretrained-flip-12k-bf16-globalmax-up36", 0.02),
+        ("reptile-zero-10shot-mb-lr0.02-pretrained-flip-12k-bf16-globalmax-up36-init", 0.02),
+    ):
+        reptile = OmegaConf.load(tmp_path / run / "config.yaml")
+        assert reptile.model.pretrained == str(tmp_path / "pretrain-flip-12k-bf16-globalmax-up36" / "best.pt")
+        assert (reptile.learner, reptile.model.backbone, reptile.train.bf16) == (
+            "reptile",
+            "conv4-globalmax-up36",
+            False,
+        )
+        assert (reptile.inner.lr, reptile.inner.zero_head, reptile.task.k_shot, reptile.inner.step_shots) == (
+            inner_lr,
+            True,
+            10,
+            2,
+        )
     # session 32's pretraining with a cosine classifier, whose scale is learned
     cos = OmegaConf.load(tmp_path / "pretrain-flip-cos" / "config.yaml")
     assert (cos.model.head, cos.data.reflections) == ("cosine", True)
@@ -325,6 +332,10 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         (
             "protomaml-protonet-flip-16k-trainval-bf16-globalmax-s1-init",
             "protonet-flip-16k-trainval-bf16-globalmax-s1/last.pt",
+        ),
+        (
+            "reptile-zero-10shot-mb-lr0.02-pretrained-flip-12k-bf16-globalmax-up36-init",
+            "pretrain-flip-12k-bf16-globalmax-up36/best.pt",
         ),
     ):
         init = torch.load(tmp_path / run / "last.pt", weights_only=True)["model"]
