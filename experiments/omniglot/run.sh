@@ -475,7 +475,8 @@ declare -A TEST_STEPS=([maml]=10 [maml-pretrained]=10 [maml-pretrained-flip]=10 
                          [maml-zero-pretrained-flip-s2]=10 [metasgd-zero-rates1e-3-protonet-flip-5k-trainval-s1]=10
                          [metasgd-zero-min0-pretrained-flip]=10 [metasgd-zero-min0-pretrained-flip-s1]=10
                          [metasgd-zero-10steps-pretrained-flip]=10
-                         [reptile-zero-10shot-mb-3k-lr0.02-pretrained-flip-12k-bf16-globalmax-up36]=30)
+                         [reptile-zero-10shot-mb-3k-lr0.02-pretrained-flip-12k-bf16-globalmax-up36]=30
+                         [reptile-zero-10shot-mb-lr0.02-pretrained-flip-12k-bf16-globalmax-up36-init]=30)
 if [[ -n $NSTEPS ]]; then
   for run in "${!TEST_STEPS[@]}"; do TEST_STEPS[$run]=$NSTEPS; done
 fi
