@@ -33,7 +33,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     # takes 10 to 30; its labels say so)
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 239
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 240
     assert {
         "maml-2steps",
         "maml-pretrained-2steps",
@@ -86,6 +86,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "reptile-zero-10shot-mb-3k-lr0.02-pretrained-flip-12k-bf16-globalmax-up36",
         "reptile-zero-10shot-mb-3k-lr0.02-pretrained-flip-12k-bf16-globalmax-up36-2steps",
         "reptile-zero-10shot-mb-lr0.02-pretrained-flip-12k-bf16-globalmax-up36-init",
+        "reptile-zero-10shot-mb-lr0.02-pretrained-flip-12k-bf16-globalmax-up36-init-2steps",
         "linear-probe-flip-cos",
         "reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval",
         "reptile-zero-10shot-mb-protonet-flip-5k-trainval-s1",
