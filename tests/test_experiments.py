@@ -33,7 +33,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     # takes 10 to 30; its labels say so)
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 240
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 242
     assert {
         "maml-2steps",
         "maml-pretrained-2steps",
@@ -87,6 +87,8 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "reptile-zero-10shot-mb-3k-lr0.02-pretrained-flip-12k-bf16-globalmax-up36-2steps",
         "reptile-zero-10shot-mb-lr0.02-pretrained-flip-12k-bf16-globalmax-up36-init",
         "reptile-zero-10shot-mb-lr0.02-pretrained-flip-12k-bf16-globalmax-up36-init-2steps",
+        "fomaml-zero-5shot-lr0.02-pretrained-flip-12k-bf16-globalmax-up36",
+        "fomaml-zero-5shot-lr0.02-pretrained-flip-12k-bf16-globalmax-up36-2steps",
         "linear-probe-flip-cos",
         "reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval",
         "reptile-zero-10shot-mb-protonet-flip-5k-trainval-s1",
@@ -315,6 +317,19 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
             10,
             2,
         )
+    # session 57: first-order MAML with a zero head from the same checkpoint, meta-trained with the rule it is
+    # scored with (10 steps of 0.02; the quick mode takes 1 test step) on 5-way 5-shot tasks, validated on
+    # 20-way 5-shot episodes
+    fo_run = "fomaml-zero-5shot-lr0.02-pretrained-flip-12k-bf16-globalmax-up36"
+    fo = OmegaConf.load(tmp_path / fo_run / "config.yaml")
+    assert fo.model.pretrained == str(tmp_path / "pretrain-flip-12k-bf16-globalmax-up36" / "best.pt")
+    assert (fo.learner, fo.model.backbone, fo.inner.first_order, fo.inner.zero_head) == (
+        "fomaml",
+        "conv4-globalmax-up36",
+        True,
+        True,
+    )
+    assert (fo.inner.lr, fo.inner.steps, fo.task.k_shot, fo.train.val_setting) == (0.02, 10, 5, "20w5s")
     # session 32's pretraining with a cosine classifier, whose scale is learned
     cos = OmegaConf.load(tmp_path / "pretrain-flip-cos" / "config.yaml")
     assert (cos.model.head, cos.data.reflections) == ("cosine", True)

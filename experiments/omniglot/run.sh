@@ -459,6 +459,14 @@ train reptile-zero-10shot-mb-3k-lr0.02-pretrained-flip-12k-bf16-globalmax-up36 r
 train reptile-zero-10shot-mb-lr0.02-pretrained-flip-12k-bf16-globalmax-up36-init reptile reptile-zero task.k_shot=10 \
   inner.step_shots=2 train.val_setting=5w1s "model.pretrained=$OUT/pretrain-flip-12k-bf16-globalmax-up36/best.pt" \
   model.backbone=conv4-globalmax-up36 inner.lr=0.02 data.reflections=true optim.lr=0 train.steps=1 train.val_every=1
+# Session 57: first-order MAML with a zero head from the same backbone, meta-trained with the rule it is scored with
+# (10 SGD steps of 0.02, the rate that start prefers at 10 steps) on 5-way 5-shot tasks, where that rule from the
+# start is weakest; Adam 1e-4 as the zero-head runs from ProtoNet's network; meta-batch 8 for 1,000 steps (about 40
+# minutes on two cores), validated on 20-way 5-shot held-out episodes so that best.pt is not picked for 5 ways alone.
+train fomaml-zero-5shot-lr0.02-pretrained-flip-12k-bf16-globalmax-up36 fomaml maml-zero inner.first_order=true task.k_shot=5 \
+  inner.steps=10 inner.test_steps=10 inner.lr=0.02 optim.lr=0.0001 data.reflections=true model.backbone=conv4-globalmax-up36 \
+  "model.pretrained=$OUT/pretrain-flip-12k-bf16-globalmax-up36/best.pt" train.steps=1000 train.val_every=250 \
+  train.val_episodes=100 train.val_setting=20w5s
 python "$EXP/train_runs.py" "$QUEUE" "$OUT/timings.tsv"
 [[ $TRAIN_ONLY == 1 ]] && { echo "training done: $OUT"; exit 0; }
 
@@ -476,7 +484,8 @@ declare -A TEST_STEPS=([maml]=10 [maml-pretrained]=10 [maml-pretrained-flip]=10 
                          [metasgd-zero-min0-pretrained-flip]=10 [metasgd-zero-min0-pretrained-flip-s1]=10
                          [metasgd-zero-10steps-pretrained-flip]=10
                          [reptile-zero-10shot-mb-3k-lr0.02-pretrained-flip-12k-bf16-globalmax-up36]=30
-                         [reptile-zero-10shot-mb-lr0.02-pretrained-flip-12k-bf16-globalmax-up36-init]=30)
+                         [reptile-zero-10shot-mb-lr0.02-pretrained-flip-12k-bf16-globalmax-up36-init]=30
+                         [fomaml-zero-5shot-lr0.02-pretrained-flip-12k-bf16-globalmax-up36]=30)
 if [[ -n $NSTEPS ]]; then
   for run in "${!TEST_STEPS[@]}"; do TEST_STEPS[$run]=$NSTEPS; done
 fi
@@ -578,7 +587,8 @@ declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml
                  [reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2-s1]=reptile
                  [reptile-zero-10shot-mb-3k-pretrained-flip-12k-bf16-globalmax-up36]=reptile
                  [reptile-zero-10shot-mb-3k-lr0.02-pretrained-flip-12k-bf16-globalmax-up36]=reptile
-                 [reptile-zero-10shot-mb-lr0.02-pretrained-flip-12k-bf16-globalmax-up36-init]=reptile)  # the learner of runs not named after theirs
+                 [reptile-zero-10shot-mb-lr0.02-pretrained-flip-12k-bf16-globalmax-up36-init]=reptile
+                 [fomaml-zero-5shot-lr0.02-pretrained-flip-12k-bf16-globalmax-up36]=fomaml)  # the learner of runs not named after theirs
 # The ProtoNet runs of sessions 37 to 41, 45 and 46 whose last.pt is scored, as trained and with 16 views: each
 # is named once here (and in its train line), and they close the list of runs below.
 LAST_PROTONETS=(protonet-flip-5k-trainval-distill-x2 protonet-flip-10k-trainval protonet-flip-10k-trainval-s1
@@ -639,7 +649,8 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
            reptile-zero-10shot-mb-4500-pretrained-flip-lr0.2-s1 "${LAST_PROTONETS[@]}" protonet-flip-bf16 \
            "${PROTOMAML_GLOBALMAX[@]}" reptile-zero-10shot-mb-3k-pretrained-flip-12k-bf16-globalmax-up36 \
            reptile-zero-10shot-mb-3k-lr0.02-pretrained-flip-12k-bf16-globalmax-up36 \
-           reptile-zero-10shot-mb-lr0.02-pretrained-flip-12k-bf16-globalmax-up36-init; do
+           reptile-zero-10shot-mb-lr0.02-pretrained-flip-12k-bf16-globalmax-up36-init \
+           fomaml-zero-5shot-lr0.02-pretrained-flip-12k-bf16-globalmax-up36; do
   checkpoint=${CHECKPOINT[$run]:-best.pt}
   [[ -f "$OUT/$run/$checkpoint" ]] || continue
   kind=${KIND[$run]:-${run%-pretrained}}
