@@ -446,18 +446,19 @@ done
 # as session 28 chose pretrain-flip's (2 steps, 5-way 1-shot), in fp32 (bf16 made its many small steps 3 times slower).
 train pretrain-flip-12k-bf16-globalmax-up36 pretrain pretrain data.reflections=true train.bf16=true \
   model.backbone=conv4-globalmax-up36 train.steps=12000 train.val_every=1000
+PRE36="model.pretrained=$OUT/pretrain-flip-12k-bf16-globalmax-up36/best.pt"  # its best.pt, the start of the runs below
 train reptile-zero-10shot-mb-3k-pretrained-flip-12k-bf16-globalmax-up36 reptile reptile-zero task.k_shot=10 \
-  inner.step_shots=2 train.val_setting=5w1s "model.pretrained=$OUT/pretrain-flip-12k-bf16-globalmax-up36/best.pt" \
+  inner.step_shots=2 train.val_setting=5w1s "$PRE36" \
   model.backbone=conv4-globalmax-up36 inner.lr=0.1 data.reflections=true train.steps=3000 train.val_every=500
 # Session 56: the same Reptile at inner lr 0.02, the rate that scores best at initialization with the 10 test steps
 # it is scored with (inner_lr_at_init.py on the validation characters; 0.1 was chosen with 2 steps).
 train reptile-zero-10shot-mb-3k-lr0.02-pretrained-flip-12k-bf16-globalmax-up36 reptile reptile-zero task.k_shot=10 \
-  inner.step_shots=2 train.val_setting=5w1s "model.pretrained=$OUT/pretrain-flip-12k-bf16-globalmax-up36/best.pt" \
+  inner.step_shots=2 train.val_setting=5w1s "$PRE36" \
   model.backbone=conv4-globalmax-up36 inner.lr=0.02 data.reflections=true train.steps=3000 train.val_every=500
 # Its start, not meta-trained (one step at outer lr 0, as session 29's -init runs): the backbone fine-tuned on each
 # support set from a zero head by the same rule, to measure what meta-training adds.
 train reptile-zero-10shot-mb-lr0.02-pretrained-flip-12k-bf16-globalmax-up36-init reptile reptile-zero task.k_shot=10 \
-  inner.step_shots=2 train.val_setting=5w1s "model.pretrained=$OUT/pretrain-flip-12k-bf16-globalmax-up36/best.pt" \
+  inner.step_shots=2 train.val_setting=5w1s "$PRE36" \
   model.backbone=conv4-globalmax-up36 inner.lr=0.02 data.reflections=true optim.lr=0 train.steps=1 train.val_every=1
 # Session 57: first-order MAML with a zero head from the same backbone, meta-trained with the rule it is scored with
 # (10 SGD steps of 0.02, the rate that start prefers at 10 steps) on 5-way 5-shot tasks, where that rule from the
@@ -465,7 +466,7 @@ train reptile-zero-10shot-mb-lr0.02-pretrained-flip-12k-bf16-globalmax-up36-init
 # minutes on two cores), validated on 20-way 5-shot held-out episodes so that best.pt is not picked for 5 ways alone.
 train fomaml-zero-5shot-lr0.02-pretrained-flip-12k-bf16-globalmax-up36 fomaml maml-zero inner.first_order=true task.k_shot=5 \
   inner.steps=10 inner.test_steps=10 inner.lr=0.02 optim.lr=0.0001 data.reflections=true model.backbone=conv4-globalmax-up36 \
-  "model.pretrained=$OUT/pretrain-flip-12k-bf16-globalmax-up36/best.pt" train.steps=1000 train.val_every=250 \
+  "$PRE36" train.steps=1000 train.val_every=250 \
   train.val_episodes=100 train.val_setting=20w5s
 python "$EXP/train_runs.py" "$QUEUE" "$OUT/timings.tsv"
 [[ $TRAIN_ONLY == 1 ]] && { echo "training done: $OUT"; exit 0; }
