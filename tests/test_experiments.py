@@ -33,7 +33,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     # takes 10 to 30; its labels say so)
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 242
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 243
     assert {
         "maml-2steps",
         "maml-pretrained-2steps",
@@ -89,6 +89,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "reptile-zero-10shot-mb-lr0.02-pretrained-flip-12k-bf16-globalmax-up36-init-2steps",
         "fomaml-zero-5shot-lr0.02-pretrained-flip-12k-bf16-globalmax-up36",
         "fomaml-zero-5shot-lr0.02-pretrained-flip-12k-bf16-globalmax-up36-2steps",
+        "fomaml-zero-5shot-30steps-lr0.02-pretrained-flip-12k-bf16-globalmax-up36",
         "linear-probe-flip-cos",
         "reptile-zero-10shot-mb-4500-protonet-flip-5k-trainval",
         "reptile-zero-10shot-mb-protonet-flip-5k-trainval-s1",
@@ -330,6 +331,18 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         True,
     )
     assert (fo.inner.lr, fo.inner.steps, fo.task.k_shot, fo.train.val_setting) == (0.02, 10, 5, "20w5s")
+    # session 58: the same with the 30 steps validation picks, in training as at test (the quick mode's 1 test
+    # step aside)
+    fo30 = OmegaConf.load(tmp_path / fo_run.replace("5shot", "5shot-30steps") / "config.yaml")
+    assert fo30.model.pretrained == fo.model.pretrained
+    assert (fo30.learner, fo30.inner.first_order, fo30.inner.zero_head, fo30.inner.lr, fo30.inner.steps) == (
+        "fomaml",
+        True,
+        True,
+        0.02,
+        30,
+    )
+    assert (fo30.task.k_shot, fo30.train.val_setting) == (5, "20w5s")
     # session 32's pretraining with a cosine classifier, whose scale is learned
     cos = OmegaConf.load(tmp_path / "pretrain-flip-cos" / "config.yaml")
     assert (cos.model.head, cos.data.reflections) == ("cosine", True)
