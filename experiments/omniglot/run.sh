@@ -464,17 +464,15 @@ train reptile-zero-10shot-mb-lr0.02-pretrained-flip-12k-bf16-globalmax-up36-init
 # (10 SGD steps of 0.02, the rate that start prefers at 10 steps) on 5-way 5-shot tasks, where that rule from the
 # start is weakest; Adam 1e-4 as the zero-head runs from ProtoNet's network; meta-batch 8 for 1,000 steps (about 40
 # minutes on two cores), validated on 20-way 5-shot held-out episodes so that best.pt is not picked for 5 ways alone.
-train fomaml-zero-5shot-lr0.02-pretrained-flip-12k-bf16-globalmax-up36 fomaml maml-zero inner.first_order=true task.k_shot=5 \
-  inner.steps=10 inner.test_steps=10 inner.lr=0.02 optim.lr=0.0001 data.reflections=true model.backbone=conv4-globalmax-up36 \
-  "$PRE36" train.steps=1000 train.val_every=250 \
-  train.val_episodes=100 train.val_setting=20w5s
+FOMAML36=(inner.first_order=true task.k_shot=5 inner.lr=0.02 optim.lr=0.0001 data.reflections=true
+          model.backbone=conv4-globalmax-up36 "$PRE36" train.val_episodes=100 train.val_setting=20w5s)
+train fomaml-zero-5shot-lr0.02-pretrained-flip-12k-bf16-globalmax-up36 fomaml maml-zero "${FOMAML36[@]}" \
+  inner.steps=10 inner.test_steps=10 train.steps=1000 train.val_every=250
 # Session 58: the same, meta-trained with the 30 test steps validation picks for it (about 2.4 times the cost a
 # task): meta-batch 4 for 1,000 steps (as many Adam steps as session 57's, half the tasks; about 40 minutes on two
 # cores), validated at steps 500 and 1,000 only (100 20-way 5-shot episodes with 30 steps take about 4 minutes).
-train fomaml-zero-5shot-30steps-lr0.02-pretrained-flip-12k-bf16-globalmax-up36 fomaml maml-zero inner.first_order=true \
-  task.k_shot=5 task.meta_batch=4 inner.steps=30 inner.test_steps=30 inner.lr=0.02 optim.lr=0.0001 data.reflections=true \
-  model.backbone=conv4-globalmax-up36 "$PRE36" train.steps=1000 train.val_every=500 train.val_episodes=100 \
-  train.val_setting=20w5s
+train fomaml-zero-5shot-30steps-lr0.02-pretrained-flip-12k-bf16-globalmax-up36 fomaml maml-zero "${FOMAML36[@]}" \
+  inner.steps=30 inner.test_steps=30 task.meta_batch=4 train.steps=1000 train.val_every=500
 python "$EXP/train_runs.py" "$QUEUE" "$OUT/timings.tsv"
 [[ $TRAIN_ONLY == 1 ]] && { echo "training done: $OUT"; exit 0; }
 
