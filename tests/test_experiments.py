@@ -33,7 +33,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     # takes 10 to 30; its labels say so)
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 243
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 245
     assert {
         "maml-2steps",
         "maml-pretrained-2steps",
@@ -85,6 +85,8 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "reptile-zero-10shot-mb-3k-pretrained-flip-12k-bf16-globalmax-up36-2views",
         "reptile-zero-10shot-mb-3k-lr0.02-pretrained-flip-12k-bf16-globalmax-up36",
         "reptile-zero-10shot-mb-3k-lr0.02-pretrained-flip-12k-bf16-globalmax-up36-2steps",
+        "reptile-zero-10shot-mb-3k-lr0.02-sgd1-pretrained-flip-12k-bf16-globalmax-up36",
+        "reptile-zero-10shot-mb-3k-lr0.02-sgd1-pretrained-flip-12k-bf16-globalmax-up36-2steps",
         "reptile-zero-10shot-mb-lr0.02-pretrained-flip-12k-bf16-globalmax-up36-init",
         "reptile-zero-10shot-mb-lr0.02-pretrained-flip-12k-bf16-globalmax-up36-init-2steps",
         "fomaml-zero-5shot-lr0.02-pretrained-flip-12k-bf16-globalmax-up36",
@@ -304,6 +306,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         ("reptile-zero-10shot-mb-3k-pretrained-flip-12k-bf16-globalmax-up36", 0.1),
         ("reptile-zero-10shot-mb-3k-lr0.02-pretrained-flip-12k-bf16-globalmax-up36", 0.02),
         ("reptile-zero-10shot-mb-lr0.02-pretrained-flip-12k-bf16-globalmax-up36-init", 0.02),
+        ("reptile-zero-10shot-mb-3k-lr0.02-sgd1-pretrained-flip-12k-bf16-globalmax-up36", 0.02),
     ):
         reptile = OmegaConf.load(tmp_path / run / "config.yaml")
         assert reptile.model.pretrained == str(tmp_path / "pretrain-flip-12k-bf16-globalmax-up36" / "best.pt")
@@ -318,6 +321,19 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
             10,
             2,
         )
+    # session 59: session 56's Reptile at 0.02 with a plain SGD outer step (epsilon 1 on a cosine to 0, no
+    # momentum)
+    sgd = OmegaConf.load(
+        tmp_path
+        / "reptile-zero-10shot-mb-3k-lr0.02-sgd1-pretrained-flip-12k-bf16-globalmax-up36"
+        / "config.yaml"
+    )
+    assert (sgd.optim.name, sgd.optim.lr, sgd.optim.momentum, sgd.optim.schedule) == (
+        "sgd",
+        1.0,
+        0.0,
+        "cosine",
+    )
     # session 57: first-order MAML with a zero head from the same checkpoint, meta-trained with the rule it is
     # scored with (10 steps of 0.02; the quick mode takes 1 test step) on 5-way 5-shot tasks, validated on
     # 20-way 5-shot episodes

@@ -473,6 +473,13 @@ train fomaml-zero-5shot-lr0.02-pretrained-flip-12k-bf16-globalmax-up36 fomaml ma
 # cores), validated at steps 500 and 1,000 only (100 20-way 5-shot episodes with 30 steps take about 4 minutes).
 train fomaml-zero-5shot-30steps-lr0.02-pretrained-flip-12k-bf16-globalmax-up36 fomaml maml-zero "${FOMAML36[@]}" \
   inner.steps=30 inner.test_steps=30 task.meta_batch=4 train.steps=1000 train.val_every=500
+# Session 59: session 56's Reptile at 0.02 with a plain SGD outer step (Nichol et al.: theta moves by epsilon times the
+# mean Reptile direction, epsilon from 1 to 0, here on a cosine, no momentum) instead of Adam, which scales each outer
+# step to about its lr however small and noisy the direction is; all else as session 56's run.
+train reptile-zero-10shot-mb-3k-lr0.02-sgd1-pretrained-flip-12k-bf16-globalmax-up36 reptile reptile-zero \
+  task.k_shot=10 inner.step_shots=2 train.val_setting=5w1s "$PRE36" model.backbone=conv4-globalmax-up36 inner.lr=0.02 \
+  data.reflections=true optim.name=sgd optim.lr=1.0 optim.momentum=0 optim.schedule=cosine train.steps=3000 \
+  train.val_every=500
 python "$EXP/train_runs.py" "$QUEUE" "$OUT/timings.tsv"
 [[ $TRAIN_ONLY == 1 ]] && { echo "training done: $OUT"; exit 0; }
 
@@ -491,7 +498,8 @@ declare -A TEST_STEPS=([maml]=10 [maml-pretrained]=10 [maml-pretrained-flip]=10 
                          [metasgd-zero-10steps-pretrained-flip]=10
                          [reptile-zero-10shot-mb-3k-lr0.02-pretrained-flip-12k-bf16-globalmax-up36]=30
                          [reptile-zero-10shot-mb-lr0.02-pretrained-flip-12k-bf16-globalmax-up36-init]=30
-                         [fomaml-zero-5shot-lr0.02-pretrained-flip-12k-bf16-globalmax-up36]=30)
+                         [fomaml-zero-5shot-lr0.02-pretrained-flip-12k-bf16-globalmax-up36]=30
+                         [reptile-zero-10shot-mb-3k-lr0.02-sgd1-pretrained-flip-12k-bf16-globalmax-up36]=30)
 if [[ -n $NSTEPS ]]; then
   for run in "${!TEST_STEPS[@]}"; do TEST_STEPS[$run]=$NSTEPS; done
 fi
@@ -595,7 +603,8 @@ declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml
                  [reptile-zero-10shot-mb-3k-lr0.02-pretrained-flip-12k-bf16-globalmax-up36]=reptile
                  [reptile-zero-10shot-mb-lr0.02-pretrained-flip-12k-bf16-globalmax-up36-init]=reptile
                  [fomaml-zero-5shot-lr0.02-pretrained-flip-12k-bf16-globalmax-up36]=fomaml
-                 [fomaml-zero-5shot-30steps-lr0.02-pretrained-flip-12k-bf16-globalmax-up36]=fomaml)  # the learner of runs not named after theirs
+                 [fomaml-zero-5shot-30steps-lr0.02-pretrained-flip-12k-bf16-globalmax-up36]=fomaml
+                 [reptile-zero-10shot-mb-3k-lr0.02-sgd1-pretrained-flip-12k-bf16-globalmax-up36]=reptile)  # the learner of runs not named after theirs
 # The ProtoNet runs of sessions 37 to 41, 45 and 46 whose last.pt is scored, as trained and with 16 views: each
 # is named once here (and in its train line), and they close the list of runs below.
 LAST_PROTONETS=(protonet-flip-5k-trainval-distill-x2 protonet-flip-10k-trainval protonet-flip-10k-trainval-s1
@@ -658,7 +667,8 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
            reptile-zero-10shot-mb-3k-lr0.02-pretrained-flip-12k-bf16-globalmax-up36 \
            reptile-zero-10shot-mb-lr0.02-pretrained-flip-12k-bf16-globalmax-up36-init \
            fomaml-zero-5shot-lr0.02-pretrained-flip-12k-bf16-globalmax-up36 \
-           fomaml-zero-5shot-30steps-lr0.02-pretrained-flip-12k-bf16-globalmax-up36; do
+           fomaml-zero-5shot-30steps-lr0.02-pretrained-flip-12k-bf16-globalmax-up36 \
+           reptile-zero-10shot-mb-3k-lr0.02-sgd1-pretrained-flip-12k-bf16-globalmax-up36; do
   checkpoint=${CHECKPOINT[$run]:-best.pt}
   [[ -f "$OUT/$run/$checkpoint" ]] || continue
   kind=${KIND[$run]:-${run%-pretrained}}
