@@ -447,19 +447,19 @@ done
 train pretrain-flip-12k-bf16-globalmax-up36 pretrain pretrain data.reflections=true train.bf16=true \
   model.backbone=conv4-globalmax-up36 train.steps=12000 train.val_every=1000
 PRE36="model.pretrained=$OUT/pretrain-flip-12k-bf16-globalmax-up36/best.pt"  # its best.pt, the start of the runs below
-train reptile-zero-10shot-mb-3k-pretrained-flip-12k-bf16-globalmax-up36 reptile reptile-zero task.k_shot=10 \
-  inner.step_shots=2 train.val_setting=5w1s "$PRE36" \
-  model.backbone=conv4-globalmax-up36 inner.lr=0.1 data.reflections=true train.steps=3000 train.val_every=500
+# the overrides its zero-head Reptile runs share (10-shot tasks, 2 images a class per step, validated at 5-way 1-shot)
+REPTILE36=(task.k_shot=10 inner.step_shots=2 train.val_setting=5w1s "$PRE36" model.backbone=conv4-globalmax-up36
+           data.reflections=true)
+train reptile-zero-10shot-mb-3k-pretrained-flip-12k-bf16-globalmax-up36 reptile reptile-zero "${REPTILE36[@]}" \
+  inner.lr=0.1 train.steps=3000 train.val_every=500
 # Session 56: the same Reptile at inner lr 0.02, the rate that scores best at initialization with the 10 test steps
 # it is scored with (inner_lr_at_init.py on the validation characters; 0.1 was chosen with 2 steps).
-train reptile-zero-10shot-mb-3k-lr0.02-pretrained-flip-12k-bf16-globalmax-up36 reptile reptile-zero task.k_shot=10 \
-  inner.step_shots=2 train.val_setting=5w1s "$PRE36" \
-  model.backbone=conv4-globalmax-up36 inner.lr=0.02 data.reflections=true train.steps=3000 train.val_every=500
+train reptile-zero-10shot-mb-3k-lr0.02-pretrained-flip-12k-bf16-globalmax-up36 reptile reptile-zero "${REPTILE36[@]}" \
+  inner.lr=0.02 train.steps=3000 train.val_every=500
 # Its start, not meta-trained (one step at outer lr 0, as session 29's -init runs): the backbone fine-tuned on each
 # support set from a zero head by the same rule, to measure what meta-training adds.
-train reptile-zero-10shot-mb-lr0.02-pretrained-flip-12k-bf16-globalmax-up36-init reptile reptile-zero task.k_shot=10 \
-  inner.step_shots=2 train.val_setting=5w1s "$PRE36" \
-  model.backbone=conv4-globalmax-up36 inner.lr=0.02 data.reflections=true optim.lr=0 train.steps=1 train.val_every=1
+train reptile-zero-10shot-mb-lr0.02-pretrained-flip-12k-bf16-globalmax-up36-init reptile reptile-zero \
+  "${REPTILE36[@]}" inner.lr=0.02 optim.lr=0 train.steps=1 train.val_every=1
 # Session 57: first-order MAML with a zero head from the same backbone, meta-trained with the rule it is scored with
 # (10 SGD steps of 0.02, the rate that start prefers at 10 steps) on 5-way 5-shot tasks, where that rule from the
 # start is weakest; Adam 1e-4 as the zero-head runs from ProtoNet's network; meta-batch 8 for 1,000 steps (about 40
@@ -477,8 +477,7 @@ train fomaml-zero-5shot-30steps-lr0.02-pretrained-flip-12k-bf16-globalmax-up36 f
 # mean Reptile direction, epsilon from 1 to 0, here on a cosine, no momentum) instead of Adam, which scales each outer
 # step to about its lr however small and noisy the direction is; all else as session 56's run.
 train reptile-zero-10shot-mb-3k-lr0.02-sgd1-pretrained-flip-12k-bf16-globalmax-up36 reptile reptile-zero \
-  task.k_shot=10 inner.step_shots=2 train.val_setting=5w1s "$PRE36" model.backbone=conv4-globalmax-up36 inner.lr=0.02 \
-  data.reflections=true optim.name=sgd optim.lr=1.0 optim.momentum=0 optim.schedule=cosine train.steps=3000 \
+  "${REPTILE36[@]}" inner.lr=0.02 optim.name=sgd optim.lr=1.0 optim.momentum=0 optim.schedule=cosine train.steps=3000 \
   train.val_every=500
 python "$EXP/train_runs.py" "$QUEUE" "$OUT/timings.tsv"
 [[ $TRAIN_ONLY == 1 ]] && { echo "training done: $OUT"; exit 0; }
