@@ -479,6 +479,14 @@ train fomaml-zero-5shot-30steps-lr0.02-pretrained-flip-12k-bf16-globalmax-up36 f
 train reptile-zero-10shot-mb-3k-lr0.02-sgd1-pretrained-flip-12k-bf16-globalmax-up36 reptile reptile-zero \
   "${REPTILE36[@]}" inner.lr=0.02 optim.name=sgd optim.lr=1.0 optim.momentum=0 optim.schedule=cosine train.steps=3000 \
   train.val_every=500
+# Session 60: Reptile whose inner loop is the rule it is scored with (30 SGD steps of 0.02 on the whole 5-way 5-shot
+# support set; session 58 found first-order MAML stopped losing to its start only when trained with it), with
+# session 59's plain SGD outer step; about 1.5 tasks a second on two cores, so meta-batch 5 for 800 steps (4,000
+# tasks, about 50 minutes), validated every 200 steps.
+train reptile-zero-5shot-30steps-sgd1-pretrained-flip-12k-bf16-globalmax-up36 reptile reptile-zero \
+  train.val_setting=5w1s "$PRE36" model.backbone=conv4-globalmax-up36 data.reflections=true inner.lr=0.02 \
+  inner.steps=30 inner.test_steps=30 task.meta_batch=5 optim.name=sgd optim.lr=1.0 optim.momentum=0 \
+  optim.schedule=cosine train.steps=800 train.val_every=200
 python "$EXP/train_runs.py" "$QUEUE" "$OUT/timings.tsv"
 [[ $TRAIN_ONLY == 1 ]] && { echo "training done: $OUT"; exit 0; }
 
@@ -603,7 +611,8 @@ declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml
                  [reptile-zero-10shot-mb-lr0.02-pretrained-flip-12k-bf16-globalmax-up36-init]=reptile
                  [fomaml-zero-5shot-lr0.02-pretrained-flip-12k-bf16-globalmax-up36]=fomaml
                  [fomaml-zero-5shot-30steps-lr0.02-pretrained-flip-12k-bf16-globalmax-up36]=fomaml
-                 [reptile-zero-10shot-mb-3k-lr0.02-sgd1-pretrained-flip-12k-bf16-globalmax-up36]=reptile)  # the learner of runs not named after theirs
+                 [reptile-zero-10shot-mb-3k-lr0.02-sgd1-pretrained-flip-12k-bf16-globalmax-up36]=reptile
+                 [reptile-zero-5shot-30steps-sgd1-pretrained-flip-12k-bf16-globalmax-up36]=reptile)  # the learner of runs not named after theirs
 # The ProtoNet runs of sessions 37 to 41, 45 and 46 whose last.pt is scored, as trained and with 16 views: each
 # is named once here (and in its train line), and they close the list of runs below.
 LAST_PROTONETS=(protonet-flip-5k-trainval-distill-x2 protonet-flip-10k-trainval protonet-flip-10k-trainval-s1
@@ -667,7 +676,8 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
            reptile-zero-10shot-mb-lr0.02-pretrained-flip-12k-bf16-globalmax-up36-init \
            fomaml-zero-5shot-lr0.02-pretrained-flip-12k-bf16-globalmax-up36 \
            fomaml-zero-5shot-30steps-lr0.02-pretrained-flip-12k-bf16-globalmax-up36 \
-           reptile-zero-10shot-mb-3k-lr0.02-sgd1-pretrained-flip-12k-bf16-globalmax-up36; do
+           reptile-zero-10shot-mb-3k-lr0.02-sgd1-pretrained-flip-12k-bf16-globalmax-up36 \
+           reptile-zero-5shot-30steps-sgd1-pretrained-flip-12k-bf16-globalmax-up36; do
   checkpoint=${CHECKPOINT[$run]:-best.pt}
   [[ -f "$OUT/$run/$checkpoint" ]] || continue
   kind=${KIND[$run]:-${run%-pretrained}}
