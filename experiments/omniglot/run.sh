@@ -447,9 +447,11 @@ done
 train pretrain-flip-12k-bf16-globalmax-up36 pretrain pretrain data.reflections=true train.bf16=true \
   model.backbone=conv4-globalmax-up36 train.steps=12000 train.val_every=1000
 PRE36="model.pretrained=$OUT/pretrain-flip-12k-bf16-globalmax-up36/best.pt"  # its best.pt, the start of the runs below
-# the overrides its zero-head Reptile runs share (10-shot tasks, 2 images a class per step, validated at 5-way 1-shot)
-REPTILE36=(task.k_shot=10 inner.step_shots=2 train.val_setting=5w1s "$PRE36" model.backbone=conv4-globalmax-up36
-           data.reflections=true)
+# the overrides its zero-head Reptile runs share (validated at 5-way 1-shot), and those of all but session 60's
+# (10-shot tasks, 2 images a class per step)
+REPTILE36_BASE=(train.val_setting=5w1s "$PRE36" model.backbone=conv4-globalmax-up36 data.reflections=true)
+REPTILE36=(task.k_shot=10 inner.step_shots=2 "${REPTILE36_BASE[@]}")
+SGD_OUTER=(optim.name=sgd optim.lr=1.0 optim.momentum=0 optim.schedule=cosine)  # Nichol et al.'s outer step (session 59)
 train reptile-zero-10shot-mb-3k-pretrained-flip-12k-bf16-globalmax-up36 reptile reptile-zero "${REPTILE36[@]}" \
   inner.lr=0.1 train.steps=3000 train.val_every=500
 # Session 56: the same Reptile at inner lr 0.02, the rate that scores best at initialization with the 10 test steps
@@ -477,16 +479,14 @@ train fomaml-zero-5shot-30steps-lr0.02-pretrained-flip-12k-bf16-globalmax-up36 f
 # mean Reptile direction, epsilon from 1 to 0, here on a cosine, no momentum) instead of Adam, which scales each outer
 # step to about its lr however small and noisy the direction is; all else as session 56's run.
 train reptile-zero-10shot-mb-3k-lr0.02-sgd1-pretrained-flip-12k-bf16-globalmax-up36 reptile reptile-zero \
-  "${REPTILE36[@]}" inner.lr=0.02 optim.name=sgd optim.lr=1.0 optim.momentum=0 optim.schedule=cosine train.steps=3000 \
-  train.val_every=500
+  "${REPTILE36[@]}" inner.lr=0.02 "${SGD_OUTER[@]}" train.steps=3000 train.val_every=500
 # Session 60: Reptile whose inner loop is the rule it is scored with (30 SGD steps of 0.02 on the whole 5-way 5-shot
 # support set; session 58 found first-order MAML stopped losing to its start only when trained with it), with
 # session 59's plain SGD outer step; about 1.5 tasks a second on two cores, so meta-batch 5 for 800 steps (4,000
 # tasks, about 50 minutes), validated every 200 steps.
 train reptile-zero-5shot-30steps-sgd1-pretrained-flip-12k-bf16-globalmax-up36 reptile reptile-zero \
-  train.val_setting=5w1s "$PRE36" model.backbone=conv4-globalmax-up36 data.reflections=true inner.lr=0.02 \
-  inner.steps=30 inner.test_steps=30 task.meta_batch=5 optim.name=sgd optim.lr=1.0 optim.momentum=0 \
-  optim.schedule=cosine train.steps=800 train.val_every=200
+  "${REPTILE36_BASE[@]}" inner.lr=0.02 inner.steps=30 inner.test_steps=30 task.meta_batch=5 "${SGD_OUTER[@]}" \
+  train.steps=800 train.val_every=200
 python "$EXP/train_runs.py" "$QUEUE" "$OUT/timings.tsv"
 [[ $TRAIN_ONLY == 1 ]] && { echo "training done: $OUT"; exit 0; }
 
