@@ -33,7 +33,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     # takes 10 to 30; its labels say so)
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["settings"] == ["5w1s", "5w5s", "20w1s", "20w5s", "20w1s-within"]
-    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 246
+    assert report["baseline"] == "linear-probe" and len(report["methods"]) == 247
     assert {
         "maml-2steps",
         "maml-pretrained-2steps",
@@ -88,6 +88,7 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
         "reptile-zero-10shot-mb-3k-lr0.02-sgd1-pretrained-flip-12k-bf16-globalmax-up36",
         "reptile-zero-10shot-mb-3k-lr0.02-sgd1-pretrained-flip-12k-bf16-globalmax-up36-2steps",
         "reptile-zero-5shot-30steps-sgd1-pretrained-flip-12k-bf16-globalmax-up36",
+        "reptile-zero-10shot-mb-30steps-sgd1-pretrained-flip-12k-bf16-globalmax-up36",
         "reptile-zero-10shot-mb-lr0.02-pretrained-flip-12k-bf16-globalmax-up36-init",
         "reptile-zero-10shot-mb-lr0.02-pretrained-flip-12k-bf16-globalmax-up36-init-2steps",
         "fomaml-zero-5shot-lr0.02-pretrained-flip-12k-bf16-globalmax-up36",
@@ -350,6 +351,21 @@ def test_omniglot_study_quick_mode_runs_end_to_end(omniglot_zip, tmp_path):
     )
     assert r30.inner.step_shots is None
     assert (r30.optim.name, r30.optim.lr, r30.optim.schedule) == ("sgd", 1.0, "cosine")
+    # session 61: the same 30-step inner loop on changing 2-image minibatches of 10-shot tasks
+    r30mb = OmegaConf.load(
+        tmp_path
+        / "reptile-zero-10shot-mb-30steps-sgd1-pretrained-flip-12k-bf16-globalmax-up36"
+        / "config.yaml"
+    )
+    assert r30mb.model.pretrained == sgd.model.pretrained
+    assert (r30mb.inner.lr, r30mb.inner.steps, r30mb.inner.test_steps, r30mb.task.meta_batch) == (
+        0.02,
+        30,
+        30,
+        5,
+    )
+    assert (r30mb.task.k_shot, r30mb.inner.step_shots, r30mb.inner.zero_head) == (10, 2, True)
+    assert (r30mb.optim.name, r30mb.optim.lr, r30mb.optim.momentum) == ("sgd", 1.0, 0.0)
     # session 57: first-order MAML with a zero head from the same checkpoint, meta-trained with the rule it is
     # scored with (10 steps of 0.02; the quick mode takes 1 test step) on 5-way 5-shot tasks, validated on
     # 20-way 5-shot episodes

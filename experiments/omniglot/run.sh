@@ -487,6 +487,12 @@ train reptile-zero-10shot-mb-3k-lr0.02-sgd1-pretrained-flip-12k-bf16-globalmax-u
 train reptile-zero-5shot-30steps-sgd1-pretrained-flip-12k-bf16-globalmax-up36 reptile reptile-zero \
   "${REPTILE36_BASE[@]}" inner.lr=0.02 inner.steps=30 inner.test_steps=30 task.meta_batch=5 "${SGD_OUTER[@]}" \
   train.steps=800 train.val_every=200
+# Session 61: the same 30-step inner loop on changing 2-image minibatches of 10-shot tasks (session 56's minibatches,
+# so the inner steps see different examples, as in Nichol et al.), after session 60's 500-step screen held its start
+# on held-out characters; meta-batch 5 for 1,500 steps (7,500 tasks, about 55 minutes), validated every 500 steps.
+train reptile-zero-10shot-mb-30steps-sgd1-pretrained-flip-12k-bf16-globalmax-up36 reptile reptile-zero \
+  "${REPTILE36[@]}" inner.lr=0.02 inner.steps=30 inner.test_steps=30 task.meta_batch=5 "${SGD_OUTER[@]}" \
+  train.steps=1500 train.val_every=500
 python "$EXP/train_runs.py" "$QUEUE" "$OUT/timings.tsv"
 [[ $TRAIN_ONLY == 1 ]] && { echo "training done: $OUT"; exit 0; }
 
@@ -612,7 +618,8 @@ declare -A KIND=([protomaml-pretrained]=fomaml [protomaml-protonet]=fomaml [maml
                  [fomaml-zero-5shot-lr0.02-pretrained-flip-12k-bf16-globalmax-up36]=fomaml
                  [fomaml-zero-5shot-30steps-lr0.02-pretrained-flip-12k-bf16-globalmax-up36]=fomaml
                  [reptile-zero-10shot-mb-3k-lr0.02-sgd1-pretrained-flip-12k-bf16-globalmax-up36]=reptile
-                 [reptile-zero-5shot-30steps-sgd1-pretrained-flip-12k-bf16-globalmax-up36]=reptile)  # the learner of runs not named after theirs
+                 [reptile-zero-5shot-30steps-sgd1-pretrained-flip-12k-bf16-globalmax-up36]=reptile
+                 [reptile-zero-10shot-mb-30steps-sgd1-pretrained-flip-12k-bf16-globalmax-up36]=reptile)  # the learner of runs not named after theirs
 # The ProtoNet runs of sessions 37 to 41, 45 and 46 whose last.pt is scored, as trained and with 16 views: each
 # is named once here (and in its train line), and they close the list of runs below.
 LAST_PROTONETS=(protonet-flip-5k-trainval-distill-x2 protonet-flip-10k-trainval protonet-flip-10k-trainval-s1
@@ -677,7 +684,8 @@ for run in maml maml-pretrained maml20-pretrained fomaml fomaml-pretrained proto
            fomaml-zero-5shot-lr0.02-pretrained-flip-12k-bf16-globalmax-up36 \
            fomaml-zero-5shot-30steps-lr0.02-pretrained-flip-12k-bf16-globalmax-up36 \
            reptile-zero-10shot-mb-3k-lr0.02-sgd1-pretrained-flip-12k-bf16-globalmax-up36 \
-           reptile-zero-5shot-30steps-sgd1-pretrained-flip-12k-bf16-globalmax-up36; do
+           reptile-zero-5shot-30steps-sgd1-pretrained-flip-12k-bf16-globalmax-up36 \
+           reptile-zero-10shot-mb-30steps-sgd1-pretrained-flip-12k-bf16-globalmax-up36; do
   checkpoint=${CHECKPOINT[$run]:-best.pt}
   [[ -f "$OUT/$run/$checkpoint" ]] || continue
   kind=${KIND[$run]:-${run%-pretrained}}
